@@ -122,13 +122,12 @@ class SoraServiceHook(BaseHook):
 
     @classmethod
     def _form_widgets(cls, with_upload_method: bool) -> dict[str, Any]:
-        from flask_babel import lazy_gettext  # only present where the legacy UI form is rendered
-        from wtforms import BooleanField, IntegerField, StringField
+        from wtforms import BooleanField, IntegerField, StringField  # only where the legacy form renders
 
         widgets: dict[str, Any] = {
-            "read_timeout": IntegerField(lazy_gettext("Read timeout (s)")),
-            "allow_private_result_hosts": BooleanField(lazy_gettext("Allow private result hosts")),
+            "read_timeout": IntegerField("Read timeout (s)"),
+            "allow_private_result_hosts": BooleanField("Allow private result hosts"),
         }
         if with_upload_method:
-            widgets["upload_method"] = StringField(lazy_gettext("Upload method (s3 or oss)"))
+            widgets["upload_method"] = StringField("Upload method (s3 or oss)")
         return widgets

@@ -39,6 +39,8 @@ _KIE_ROUTES = {
     ("GET", "/api/v1/chat/credit"): "credit",
 }
 _SAVESORA_ROUTES = {("POST", "/api/v1/download"): "download", ("POST", "/api/v1/credits"): "credits"}
+_REQUEST_FAULTS = ("connection_reset", "rate_limit", "maintenance", "server_error", "non_json", "slow_reply",
+                   "lost_reply")
 _CLOUDFLARE_PAGE = b"<!DOCTYPE html><html><head><title>502 Bad gateway</title></head><body>cloudflare</body></html>"
 
 
@@ -116,37 +118,35 @@ class SandboxHandler(BaseHTTPRequestHandler):
         self.state.count_request(endpoint)
         body = self._json_body() if self.command == "POST" else None
         faults = self.state.faults
-        if faults.applies_to(endpoint):
-            with self.state.lock:
-                reset = faults.connection_reset.fire(self.state.rng)
-                slow = faults.slow_reply.fire(self.state.rng)
-                limited = faults.rate_limit.fire(self.state.rng)
-                down = faults.maintenance.fire(self.state.rng)
-                broken = faults.server_error.fire(self.state.rng)
-                garbled = faults.non_json.fire(self.state.rng)
-                lose_reply = faults.lost_reply.fire(self.state.rng)
-            if reset:
-                self._reset_connection()
-            if slow:
-                time.sleep(faults.slow_seconds)
-            if limited:
-                return self._error(service, 429, "Too many requests")
-            if down:
-                return self._error(service, 455, "Service under maintenance")
-            if broken:
-                return self._error(service, 500 if service == "kie" else 5001, "internal server error")
-            if garbled:
-                return self._send_bytes(faults.non_json_status, _CLOUDFLARE_PAGE, "text/html")
-        else:
-            lose_reply = False
+        fault = self._pick_fault(faults) if faults.applies_to(endpoint) else None
+        if fault == "connection_reset":
+            self._reset_connection()
+        if fault == "rate_limit":
+            return self._error(service, 429, "Too many requests")
+        if fault == "maintenance":
+            return self._error(service, 455, "Service under maintenance")
+        if fault == "server_error":
+            return self._error(service, 500 if service == "kie" else 5001, "internal server error")
+        if fault == "non_json":
+            return self._send_bytes(faults.non_json_status, _CLOUDFLARE_PAGE, "text/html")
+        if fault == "slow_reply":
+            time.sleep(faults.slow_seconds)
         handler = getattr(self, f"_{service}_{endpoint.replace('-', '_')}")
         reply: tuple[int, Any] | None = handler(body)
         if reply is None:
             return None
-        if lose_reply:
+        if fault == "lost_reply":
             self._reset_connection()
         code, data = reply
         return self._ok(data) if code == 200 else self._error(service, code, data)
+
+    def _pick_fault(self, faults: Faults) -> str | None:
+        """At most one fault per request, so counted faults are consumed one request at a time."""
+        with self.state.lock:
+            for name in _REQUEST_FAULTS:
+                if getattr(faults, name).fire(self.state.rng):
+                    return name
+        return None
 
     def _ok(self, data: Any, msg: str = "success") -> None:
         self._send_json(200, {"code": 200, "msg": msg, "data": data})
@@ -425,7 +425,8 @@ class SandboxServer:
         return int(self._httpd.server_address[1])
 
     def start(self) -> SandboxServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="sora-sandbox", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="sora-sandbox",
+                                        daemon=True)
         self._thread.start()
         return self
 

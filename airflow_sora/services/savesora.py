@@ -149,8 +149,9 @@ class SaveSoraApi:
                 "spent", service=SERVICE,
             ) from None
         if not data.download_links.mp4.startswith(("https://", "http://")):
-            raise SubmitOutcomeUnknownError("SaveSora download: the clean link is not an http(s) URL",
-                                            service=SERVICE)
+            raise SubmitOutcomeUnknownError(
+                "SaveSora download: the clean link is not an http(s) URL; the credit may have been spent",
+                service=SERVICE)
         return RemovalResult(
             service=SERVICE, video_url=video_url, post_id=data.post_id or post_id_from_url(video_url),
             clean_url=data.download_links.mp4, source_url=data.download_links.mp4_source,
