@@ -72,3 +72,46 @@ def sandbox_connections(sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("AIRFLOW_CONN_KIE_DEFAULT", connection_env("kie", sandbox.url, KIE_KEY))
     monkeypatch.setenv("AIRFLOW_CONN_SAVESORA_DEFAULT", connection_env("savesora", sandbox.url, SAVESORA_KEY))
     return sandbox
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """moto's S3 server over real HTTP; ``aws_default`` points at it."""
+    from moto.server import ThreadedMotoServer
+
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = json.dumps({
+        "conn_type": "aws", "login": "testing", "password": "testing",
+        "extra": {"endpoint_url": url, "region_name": "us-east-1"},
+    })
+    yield url
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str) -> str:
+    """A fresh, empty bucket per test."""
+    import uuid
+
+    import boto3
+
+    name = f"clean-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing",
+                 aws_secret_access_key="testing").create_bucket(Bucket=name)
+    return name
+
+
+def s3_keys(s3_server: str, bucket: str) -> dict[str, int]:
+    """Every object in the bucket with its size."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}

@@ -58,7 +58,3 @@ def iter_mp4(seed: str, total_size: int) -> Iterator[bytes]:
 def make_mp4(seed: str, total_size: int = 32 * 1024) -> bytes:
     return b"".join(iter_mp4(seed, total_size))
 
-
-def looks_like_mp4(head: bytes) -> bool:
-    """The ISO-BMFF signature: a box whose type, at offset 4, is ``ftyp``."""
-    return len(head) >= 8 and head[4:8] == b"ftyp"

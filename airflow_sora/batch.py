@@ -1,0 +1,263 @@
+"""The per-video life cycle behind the operator: plan, submit, wait, land, report.
+
+Every step reads and writes the durable ``VideoRecord`` first, so the same code serves a first try, a retry,
+a cleared task and a resume after deferral: whatever was paid for is found again, never bought twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from airflow_sora.landing import ResultLander
+from airflow_sora.manifest import VideoOutcome, VideoStatus
+from airflow_sora.polling import PollSchedule
+from airflow_sora.services.base import WatermarkService
+from airflow_sora.services.errors import (
+    AuthError,
+    InsufficientCreditsError,
+    InvalidVideoUrlError,
+    QuotaExceededError,
+    ResultDownloadError,
+    ServiceError,
+    ServiceProtocolError,
+    SubmitOutcomeUnknownError,
+    TaskFailedError,
+)
+from airflow_sora.services.models import TaskState, TaskStatus
+from airflow_sora.services.urls import post_id_from_url
+from airflow_sora.state import Phase, VideoRecord, VideoStateStore
+
+log = logging.getLogger(__name__)
+
+IfExists = Literal["skip", "overwrite", "fail"]
+OnUnknownSubmit = Literal["fail", "resubmit"]
+_ACCOUNT_ERRORS = (AuthError, InsufficientCreditsError, QuotaExceededError)
+
+
+@dataclass
+class BatchSettings:
+    if_exists: IfExists = "skip"
+    keep_source: bool = False
+    on_unknown_submit: OnUnknownSubmit = "fail"
+    resubmit_failed: bool = False
+    callback_url: str | None = None
+    landing_concurrency: int = 4
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+class BatchRun:
+    """One operator try over a list of already validated, de-duplicated Sora URLs."""
+
+    def __init__(self, client: WatermarkService, store: VideoStateStore, lander: ResultLander,
+                 settings: BatchSettings, *, on_submitted: Callable[[str], None] | None = None) -> None:
+        self.client = client
+        self.store = store
+        self.lander = lander
+        self.settings = settings
+        self.on_submitted = on_submitted or (lambda task_id: None)
+        self.outcomes: dict[str, VideoOutcome] = {}
+        self.account_error: ServiceError | None = None
+
+    # planning -------------------------------------------------------------------------------------
+    def plan(self, urls: Iterable[str]) -> list[str]:
+        """Settle what needs no new spending; return the URLs that need a (first or repeated) create."""
+        to_submit: list[str] = []
+        for url in urls:
+            record = self.store.load(url)
+            phase = record.phase if record else None
+            if record and phase is Phase.LANDED and self.lander.existing(post_id_from_url(url), url):
+                self._settle(url, VideoStatus.LANDED, record)
+            elif record and phase is Phase.SUBMITTED:
+                continue  # paid for already: resume it
+            elif record and phase is Phase.INTENT:
+                if self.settings.on_unknown_submit == "resubmit":
+                    log.warning("RESUBMITTING %s: an earlier create may have been charged but its task id was "
+                                "never recorded (on_unknown_submit='resubmit')", url)
+                    to_submit.append(url)
+                else:
+                    self._settle(url, VideoStatus.FAILED, record, error=_unknown_message(url))
+            elif record and phase is Phase.REJECTED:
+                self._settle(url, VideoStatus.REJECTED, record, error=record.error)
+            elif record and phase is Phase.FAILED and not self.settings.resubmit_failed:
+                self._settle(url, VideoStatus.FAILED, record, error=record.error)
+            elif self._exists_decision(url, record):
+                to_submit.append(url)
+        return to_submit
+
+    def _exists_decision(self, url: str, record: VideoRecord | None) -> bool:
+        """Apply ``if_exists`` to a video with nothing paid in this run; True means submit it."""
+        existing = self.lander.existing(post_id_from_url(url), url)
+        if existing is None or self.settings.if_exists == "overwrite":
+            return True
+        if self.settings.if_exists == "skip":
+            self.outcomes[url] = VideoOutcome(
+                video_url=url, post_id=post_id_from_url(url), status=VideoStatus.SKIPPED,
+                output_uri=str(self.lander.video_path(post_id_from_url(url))),
+                sidecar_uri=str(self.lander.sidecar_path(post_id_from_url(url))),
+                size=existing.get("size"), sha256=existing.get("sha256"), task_id=existing.get("task_id"),
+            )
+        else:
+            self._settle(url, VideoStatus.FAILED, record,
+                         error=f"{self.lander.video_path(post_id_from_url(url))} already exists "
+                         "(if_exists='fail'); use 'skip' or 'overwrite'")
+        return False
+
+    # submitting -----------------------------------------------------------------------------------
+    def submit_all(self, urls: list[str]) -> None:
+        for url in urls:
+            if self.account_error is not None:
+                self._settle(url, VideoStatus.FAILED, self.store.load(url),
+                             error=f"not submitted: {self.account_error}")
+                continue
+            self.submit(url)
+
+    def submit(self, url: str) -> None:
+        previous = self.store.load(url)
+        creates = previous.creates if previous else 0
+        attempts = 2 if self.settings.on_unknown_submit == "resubmit" else 1
+        for attempt in range(attempts):
+            record = self.store.save(VideoRecord(video_url=url, service=self.client.service_name,
+                                                 phase=Phase.INTENT, scope={}, creates=creates + 1))
+            try:
+                submission = self.client.submit(url, callback_url=self.settings.callback_url)
+            except (SubmitOutcomeUnknownError, ServiceProtocolError) as error:
+                self.store.save(record.model_copy(update={"error": str(error)}))
+                log.error("Create for %s may have been charged without a recorded task id: %s", url, error)
+                if attempt + 1 < attempts:
+                    log.warning("RESUBMITTING %s (on_unknown_submit='resubmit')", url)
+                    creates += 1
+                    continue
+                self._settle(url, VideoStatus.FAILED, record, error=_unknown_message(url))
+                return
+            except InvalidVideoUrlError as error:
+                self._settle(url, VideoStatus.REJECTED, self._close(record, Phase.REJECTED, error), error=str(error))
+                return
+            except TaskFailedError as error:  # SaveSora 5002: failed and refunded
+                self._settle(url, VideoStatus.FAILED, self._close(record, Phase.FAILED, error), error=str(error))
+                return
+            except ServiceError as error:
+                # Any other error reply means the service created nothing: safe to try again later.
+                closed = self._close(record, Phase.NOT_CREATED, error)
+                if isinstance(error, _ACCOUNT_ERRORS):
+                    self.account_error = error
+                self._settle(url, VideoStatus.FAILED, closed, error=f"not submitted: {error}",
+                             retryable=error.retryable)
+                return
+            record = self.store.save(record.model_copy(update={
+                "phase": Phase.SUBMITTED, "task_id": submission.task_id, "result": submission.result,
+                "error": None,
+            }))
+            if submission.task_id:
+                self.on_submitted(submission.task_id)
+            return
+
+    def _close(self, record: VideoRecord, phase: Phase, error: Exception) -> VideoRecord:
+        """Record a create that ended in an error reply; ``creates`` counts only what stayed charged."""
+        refunded = phase in (Phase.NOT_CREATED, Phase.REJECTED) or getattr(error, "refunded", False)
+        creates = record.creates - 1 if refunded else record.creates
+        return self.store.save(record.model_copy(update={"phase": phase, "error": str(error), "creates": creates}))
+
+    # waiting (in the worker) ---------------------------------------------------------------------
+    def waiting_task_ids(self, urls: Iterable[str]) -> list[str]:
+        ids = []
+        for url in urls:
+            if url in self.outcomes:
+                continue
+            record = self.store.load(url)
+            if record and record.phase is Phase.SUBMITTED and record.result is None and record.task_id:
+                ids.append(record.task_id)
+        return ids
+
+    def poll_until_done(self, task_ids: list[str], deadline: float, schedule: PollSchedule) -> dict[str, TaskStatus]:
+        """The worker-side twin of ``KieTaskTrigger``, for ``deferrable=False``."""
+        statuses: dict[str, TaskStatus] = {}
+        pending = list(task_ids)
+        started = time.monotonic()
+        time.sleep(min(schedule.first_poll_after, max(0.0, deadline - time.time())))
+        while pending and time.time() < deadline:
+            for task_id in pending:
+                statuses[task_id] = self.client.get_status(task_id)
+            pending = [t for t in pending if not statuses[t].terminal]
+            if pending:
+                time.sleep(min(schedule.delay(time.monotonic() - started), max(0.0, deadline - time.time())))
+        return statuses
+
+    # landing --------------------------------------------------------------------------------------
+    def finish(self, urls: list[str], statuses: dict[str, TaskStatus], *, wait_error: str | None = None
+               ) -> list[VideoOutcome]:
+        """Land every finished video (bounded concurrency) and return one outcome per URL, in order."""
+        to_land: list[tuple[str, VideoRecord]] = []
+        for url in urls:
+            if url in self.outcomes:
+                continue
+            record = self.store.load(url)
+            if record is None or record.phase is not Phase.SUBMITTED:
+                self._settle(url, VideoStatus.FAILED, record, error="no submitted task found", retryable=True)
+            elif record.result is not None:
+                to_land.append((url, record))
+            else:
+                self._resolve_task(url, record, statuses.get(record.task_id or ""), wait_error, to_land)
+        workers = max(1, min(self.settings.landing_concurrency, len(to_land)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="sora-landing") as pool:
+            list(pool.map(lambda item: self._land(*item), to_land))
+        return [self.outcomes[url] for url in urls if url in self.outcomes]
+
+    def _resolve_task(self, url: str, record: VideoRecord, status: TaskStatus | None, wait_error: str | None,
+                      to_land: list[tuple[str, VideoRecord]]) -> None:
+        if status is None or not status.terminal:
+            reason = wait_error or "still running at the deadline"
+            self._settle(url, VideoStatus.FAILED, record, retryable=True,
+                         error=f"task {record.task_id}: {reason}; the task id is kept, so a retry resumes it "
+                         "without a new charge")
+        elif status.state is TaskState.FAILED:
+            error = f"the service failed task {record.task_id}: {status.fail_message} (code {status.fail_code})"
+            self._settle(url, VideoStatus.FAILED,
+                         self.store.save(record.model_copy(update={"phase": Phase.FAILED, "error": error})),
+                         error=error)
+        else:
+            result = self.client.result(status, url)
+            to_land.append((url, self.store.save(record.model_copy(update={"result": result}))))
+
+    def _land(self, url: str, record: VideoRecord) -> None:
+        assert record.result is not None
+        post_id = post_id_from_url(url)
+        result = record.result.model_copy(update={"post_id": post_id})
+        provenance = {**self.settings.provenance, "service_post_id": record.result.post_id,
+                      "submitted_at": record.updated_at}
+        refresh = self.client.refresh_link if self.client.refreshable_links else None
+        try:
+            landed = self.lander.land(result, provenance=provenance, keep_source=self.settings.keep_source,
+                                      refresh=refresh)
+        except (ResultDownloadError, ServiceError) as error:
+            log.warning("Landing %s failed: %s", url, error)
+            self._settle(url, VideoStatus.FAILED, record, error=f"landing failed: {error}",
+                         retryable=error.retryable)
+            return
+        record = self.store.save(record.model_copy(update={
+            "phase": Phase.LANDED, "output_uri": landed.video.uri, "sidecar_uri": landed.sidecar_uri,
+            "sha256": landed.video.sha256, "size": landed.video.size, "error": None,
+        }))
+        self._settle(url, VideoStatus.LANDED, record)
+
+    # outcomes -------------------------------------------------------------------------------------
+    def _settle(self, url: str, status: VideoStatus, record: VideoRecord | None, *, error: str | None = None,
+                retryable: bool = False) -> None:
+        credits = (record.creates if record else 0) * self.client.credits_per_video
+        self.outcomes[url] = VideoOutcome(
+            video_url=url, post_id=post_id_from_url(url), status=status,
+            output_uri=record.output_uri if record else None, sidecar_uri=record.sidecar_uri if record else None,
+            size=record.size if record else None, sha256=record.sha256 if record else None,
+            task_id=record.task_id if record else None, credits_charged=credits, error=error,
+            retryable=retryable,
+        )
+
+
+def _unknown_message(url: str) -> str:
+    return (f"a create for {url} was sent but its task id was never recorded (the worker died or the reply "
+            "was lost), so it may have been charged; not resubmitted because on_unknown_submit='fail'. Check "
+            "the service's dashboard, or re-run with on_unknown_submit='resubmit' to pay for a new attempt")

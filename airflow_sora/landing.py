@@ -1,0 +1,201 @@
+"""Stream a result URL into object storage: verify, then publish, with a provenance sidecar beside it.
+
+Memory stays constant whatever the file size (fixed-size chunks). Bytes are counted against
+Content-Length, hashed, and checked to be an MP4 before the object becomes visible at its final key; a
+failed or truncated download leaves nothing there. Result URLs are fetched only over https and never from
+private, loopback or link-local addresses, unless the connection explicitly allows it (the sandbox).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from airflow.sdk import ObjectStoragePath
+from airflow_sora import __version__
+from airflow_sora.services.errors import ResultDownloadError, ResultLinkExpiredError, UnsafeResultUrlError
+from airflow_sora.services.models import RemovalResult
+from airflow_sora.services.transport import user_agent
+from airflow_sora.state import utcnow
+from airflow_sora.storage import publish, read_bytes_or_none, size_or_none, write_atomic
+
+CHUNK_SIZE = 1 << 20
+MAX_REDIRECTS = 5
+SIDECAR_SCHEMA = "airflow-provider-sora/provenance/v1"
+_POST_ID = re.compile(r"s_[0-9a-f]{32}")
+
+
+def looks_like_mp4(head: bytes) -> bool:
+    """The ISO-BMFF signature: the first box's type, at offset 4, is ``ftyp``."""
+    return len(head) >= 8 and head[4:8] == b"ftyp"
+
+
+def safe_object_name(post_id: str) -> str:
+    """Object names come from service data: accept only the ``s_<32 hex>`` shape, so no key can escape."""
+    if not _POST_ID.fullmatch(post_id or ""):
+        raise ResultDownloadError(f"refusing to name an object after post id {post_id!r}: expected s_<32 hex>")
+    return post_id
+
+
+def check_result_url(url: str, *, allow_private: bool,
+                     resolve: Callable[[str], list[str]] | None = None) -> None:
+    """Refuse non-https URLs and hosts resolving to private, loopback, link-local or reserved addresses."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise UnsafeResultUrlError(f"refusing to download {parts.scheme or 'scheme-less'} URL: only https")
+    if allow_private:
+        return
+    if parts.scheme != "https":
+        raise UnsafeResultUrlError(f"refusing to download over plain http from {parts.hostname}: only https")
+    for address in (resolve or _resolve)(parts.hostname):
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
+                or ip.is_unspecified):
+            raise UnsafeResultUrlError(
+                f"refusing to download from {parts.hostname}: it resolves to non-public address {ip} "
+                "(set allow_private_result_hosts on the connection only for a local sandbox)"
+            )
+
+
+def _resolve(host: str) -> list[str]:
+    try:
+        return [str(info[4][0]) for info in socket.getaddrinfo(host, None)]
+    except socket.gaierror as error:
+        raise ResultDownloadError(f"cannot resolve result host {host}: {error}") from None
+
+
+@dataclass(frozen=True)
+class LandedObject:
+    uri: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class LandedVideo:
+    video: LandedObject
+    sidecar_uri: str
+    source: LandedObject | None = None
+
+
+class ResultLander:
+    """Downloads results into ``output`` with verification; one instance serves many videos (thread-safe)."""
+
+    def __init__(self, output: ObjectStoragePath, *, allow_private_hosts: bool = False,
+                 client: httpx.Client | None = None, chunk_size: int = CHUNK_SIZE,
+                 read_timeout: float = 120.0) -> None:
+        self.output = output
+        self.allow_private_hosts = allow_private_hosts
+        self.chunk_size = chunk_size
+        self._client = client or httpx.Client(
+            timeout=httpx.Timeout(read_timeout, connect=15.0), follow_redirects=False,
+            headers={"User-Agent": user_agent()},
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def video_path(self, post_id: str, suffix: str = "") -> ObjectStoragePath:
+        return self.output / f"{safe_object_name(post_id)}{suffix}.mp4"
+
+    def sidecar_path(self, post_id: str) -> ObjectStoragePath:
+        return self.output / f"{safe_object_name(post_id)}.json"
+
+    def existing(self, post_id: str, video_url: str) -> dict[str, Any] | None:
+        """The sidecar of an already landed copy of this video, if the object matches it."""
+        raw = read_bytes_or_none(self.sidecar_path(post_id))
+        if raw is None:
+            return None
+        try:
+            sidecar = json.loads(raw)
+        except ValueError:
+            return None
+        if sidecar.get("source_url") != video_url:
+            return None
+        if size_or_none(self.video_path(post_id)) != sidecar.get("size"):
+            return None
+        return dict(sidecar)
+
+    def land(self, result: RemovalResult, *, provenance: dict[str, Any], keep_source: bool = False,
+             refresh: Callable[[str], str] | None = None) -> LandedVideo:
+        post_id = safe_object_name(result.post_id)
+        video = self.download(result.clean_url, self.video_path(post_id), refresh=refresh)
+        source = None
+        if keep_source and result.source_url:
+            source = self.download(result.source_url, self.video_path(post_id, ".source"), refresh=refresh)
+        sidecar = {
+            "schema": SIDECAR_SCHEMA,
+            "source_url": result.video_url,
+            "post_id": post_id,
+            "service": result.service,
+            "task_id": result.task_id,
+            "prompt": result.prompt,
+            "thumbnail_url": result.thumbnail_url,
+            "file": str(video.uri).rsplit("/", 1)[-1],
+            "sha256": video.sha256,
+            "size": video.size,
+            "content_type": "video/mp4",
+            "watermarked_source": {"file": source.uri.rsplit("/", 1)[-1], "sha256": source.sha256,
+                                   "size": source.size} if source else None,
+            "ai_generated": True,
+            "generator": "OpenAI Sora",
+            "watermark_removed_by": result.service,
+            "landed_at": utcnow(),
+            "provider": f"airflow-provider-sora/{__version__}",
+            **provenance,
+        }
+        sidecar_path = self.sidecar_path(post_id)
+        write_atomic(sidecar_path, json.dumps(sidecar, indent=2, default=str).encode())
+        return LandedVideo(video=video, sidecar_uri=str(sidecar_path), source=source)
+
+    def download(self, url: str, target: ObjectStoragePath, *,
+                 refresh: Callable[[str], str] | None = None) -> LandedObject:
+        """Stream ``url`` to ``target``; an expired link is refreshed once through ``refresh``."""
+        try:
+            return self._download(url, target)
+        except ResultLinkExpiredError:
+            if refresh is None:
+                raise
+            return self._download(refresh(url), target)
+
+    def _download(self, url: str, target: ObjectStoragePath) -> LandedObject:
+        for _ in range(MAX_REDIRECTS + 1):
+            check_result_url(url, allow_private=self.allow_private_hosts)
+            try:
+                with self._client.stream("GET", url) as response:
+                    if response.is_redirect and "location" in response.headers:
+                        url = urljoin(url, response.headers["location"])
+                        continue
+                    return self._store(response, target)
+            except httpx.HTTPError as error:
+                raise ResultDownloadError(f"download of {target.name} failed: {type(error).__name__}") from None
+        raise ResultDownloadError(f"download of {target.name}: more than {MAX_REDIRECTS} redirects")
+
+    def _store(self, response: httpx.Response, target: ObjectStoragePath) -> LandedObject:
+        if response.status_code in (401, 403, 404, 410):
+            raise ResultLinkExpiredError(f"result link for {target.name} answered HTTP {response.status_code}")
+        if response.status_code != 200:
+            raise ResultDownloadError(f"result link for {target.name} answered HTTP {response.status_code}")
+        expected = response.headers.get("content-length")
+        digest, size, head = hashlib.sha256(), 0, b""
+        with publish(target) as publication:
+            for chunk in response.iter_bytes(self.chunk_size):
+                if len(head) < 8:
+                    head += chunk[: 8 - len(head)]
+                digest.update(chunk)
+                size += len(chunk)
+                publication.write(chunk)
+            if expected is not None and size != int(expected):
+                raise ResultDownloadError(f"{target.name}: truncated download ({size} of {expected} bytes)")
+            if size == 0 or not looks_like_mp4(head):
+                raise ResultDownloadError(f"{target.name}: the downloaded file is not an MP4 ({size} bytes)")
+        return LandedObject(uri=str(target), size=size, sha256=digest.hexdigest())

@@ -1,0 +1,49 @@
+"""The small manifest the operator returns through XCom: one line per video, plus counts. Never bytes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class VideoStatus(str, Enum):
+    LANDED = "landed"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+
+class VideoOutcome(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    video_url: str
+    post_id: str | None = None
+    status: VideoStatus
+    output_uri: str | None = None
+    sidecar_uri: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    task_id: str | None = None
+    credits_charged: float = 0.0
+    error: str | None = None
+    retryable: bool = False  # a later try of the same task can still finish this video at no new cost
+
+
+class Manifest(BaseModel):
+    service: str
+    output_path: str
+    videos: list[VideoOutcome]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counted = Counter(v.status.value for v in self.videos)
+        return {status.value: counted.get(status.value, 0) for status in VideoStatus} | {"total": len(self.videos)}
+
+    def to_xcom(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        data["counts"] = self.counts
+        data["credits_charged"] = sum(v.credits_charged for v in self.videos)
+        return data

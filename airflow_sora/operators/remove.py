@@ -1,0 +1,252 @@
+"""``SoraWatermarkRemoverOperator``: remove the watermark from one or many Sora videos and land them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.configuration import conf
+from airflow_sora._compat import AirflowException, AirflowFailException
+from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
+from airflow_sora.batch import BatchRun, BatchSettings, IfExists, OnUnknownSubmit
+from airflow_sora.hooks import hook_for_connection
+from airflow_sora.landing import ResultLander
+from airflow_sora.links import KieTaskLink
+from airflow_sora.manifest import Manifest, VideoOutcome, VideoStatus
+from airflow_sora.polling import PollSchedule
+from airflow_sora.services.base import DEFAULT_UPLOAD_METHOD, WatermarkService
+from airflow_sora.services.errors import InvalidVideoUrlError
+from airflow_sora.services.models import TaskStatus
+from airflow_sora.services.urls import validate_video_url
+from airflow_sora.state import RunScope, VideoStateStore
+from airflow_sora.triggers.kie import KieTaskTrigger
+
+MANIFEST_KEY = "manifest"
+TASK_IDS_KEY = "kie_task_ids"
+
+
+def asset_for_output(output_path: str) -> Asset | None:
+    """The Asset downstream DAGs can schedule on: the output prefix without any connection id."""
+    if "{{" in output_path or "{%" in output_path:
+        return None
+    path = ObjectStoragePath(output_path)
+    protocol = path.protocol[0] if isinstance(path.protocol, (tuple, list)) else path.protocol
+    if protocol in ("file", "local", ""):
+        return Asset(uri=f"file://{path.path.rstrip('/')}/")
+    return Asset(uri=f"{protocol}://{str(path.path).rstrip('/')}/")
+
+
+class SoraWatermarkRemoverOperator(BaseOperator):
+    """Remove the visible watermark from Sora videos through Kie.ai or SaveSora; land them with provenance.
+
+    :param video_url: one Sora share link or a list of them (templated); a list is processed in one task.
+    :param output_path: where clean videos land, anything ``ObjectStoragePath`` accepts (templated).
+    :param conn_id: a ``kie`` or ``savesora`` connection; the service follows its type.
+    :param deferrable: wait for Kie in the triggerer (default ``[operators] default_deferrable``).
+    :param poll_interval: seconds between polls in the first 30 s (then the spec's back-off).
+    :param timeout: seconds to wait for Kie tasks before giving up (task ids are kept for a retry).
+    :param callback_url: passed to Kie as ``callBackUrl``.
+    :param upload_method: Kie storage, ``s3`` or ``oss`` (default: the connection's, else ``s3``).
+    :param if_exists: when ``<post_id>.mp4`` already landed: ``skip`` (no charge), ``overwrite`` or ``fail``.
+    :param keep_source: SaveSora only: also land the watermarked original as ``<post_id>.source.mp4``.
+    :param fail_on_error: fail the task if any video failed or was rejected; else report and succeed.
+    :param on_unknown_submit: a create whose task id was never recorded may have been charged:
+        ``fail`` reports it (default), ``resubmit`` pays for a new attempt, logged loudly.
+    :param resubmit_failed: on a retry, create a new task for videos the service failed (a new charge).
+    :param landing_concurrency: downloads in flight at once.
+    """
+
+    template_fields: Sequence[str] = ("video_url", "output_path", "conn_id", "callback_url")
+    template_fields_renderers = {"video_url": "json"}
+    operator_extra_links = (KieTaskLink(),)
+    ui_color = "#f3e8ff"
+
+    def __init__(
+        self,
+        *,
+        video_url: str | list[str],
+        output_path: str,
+        conn_id: str = "kie_default",
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 2.0,
+        timeout: float = 900.0,
+        callback_url: str | None = None,
+        upload_method: str | None = None,
+        if_exists: IfExists = "skip",
+        keep_source: bool = False,
+        fail_on_error: bool = True,
+        on_unknown_submit: OnUnknownSubmit = "fail",
+        resubmit_failed: bool = False,
+        landing_concurrency: int = 4,
+        **kwargs: Any,
+    ) -> None:
+        if if_exists not in ("skip", "overwrite", "fail"):
+            raise ValueError(f"if_exists must be 'skip', 'overwrite' or 'fail', got {if_exists!r}")
+        if on_unknown_submit not in ("fail", "resubmit"):
+            raise ValueError(f"on_unknown_submit must be 'fail' or 'resubmit', got {on_unknown_submit!r}")
+        if "outlets" not in kwargs and isinstance(output_path, str):
+            asset = asset_for_output(output_path)
+            if asset is not None:
+                kwargs["outlets"] = [asset]
+        super().__init__(**kwargs)
+        self.video_url = video_url
+        self.output_path = output_path
+        self.conn_id = conn_id
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.callback_url = callback_url
+        self.upload_method = upload_method
+        self.if_exists = if_exists
+        self.keep_source = keep_source
+        self.fail_on_error = fail_on_error
+        self.on_unknown_submit = on_unknown_submit
+        self.resubmit_failed = resubmit_failed
+        self.landing_concurrency = landing_concurrency
+
+    # entry points ---------------------------------------------------------------------------------
+    def execute(self, context: Any) -> dict[str, Any]:
+        urls, rejected = self._validated_urls()
+        with self._batch(context) as batch:
+            to_submit = batch.plan(urls)
+            batch.submit_all(to_submit)
+            self._push_task_ids(context, batch, urls)
+            waiting = batch.waiting_task_ids(urls)
+            statuses: dict[str, TaskStatus] = {}
+            if waiting and self.deferrable:
+                self.defer(
+                    trigger=KieTaskTrigger(task_ids=waiting, conn_id=self.conn_id,
+                                           deadline=time.time() + self.timeout,
+                                           poll_schedule=self._schedule().as_dict()),
+                    method_name="execute_complete",
+                    timeout=timedelta(seconds=self.timeout + 120),
+                )
+            if waiting:
+                statuses = batch.poll_until_done(waiting, time.time() + self.timeout, self._schedule())
+            return self._report(context, batch, urls, rejected, batch.finish(urls, statuses))
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after the trigger: land what finished, from the durable records and the event."""
+        urls, rejected = self._validated_urls()
+        statuses = {task_id: TaskStatus.model_validate(s) for task_id, s in (event.get("tasks") or {}).items()}
+        wait_error = None if event.get("status") == "success" else str(event.get("message"))
+        if wait_error:
+            self.log.warning("Waiting for Kie ended with %s: %s", event.get("status"), wait_error)
+        with self._batch(context) as batch:
+            batch.plan(urls)  # settles landed/failed/rejected videos; nothing is submitted on resume
+            return self._report(context, batch, urls, rejected, batch.finish(urls, statuses, wait_error=wait_error))
+
+    # pieces ---------------------------------------------------------------------------------------
+    def _validated_urls(self) -> tuple[list[str], list[VideoOutcome]]:
+        """De-duplicate (order kept) and validate every URL before anything is spent."""
+        raw = [self.video_url] if isinstance(self.video_url, str) else list(self.video_url or [])
+        urls: list[str] = []
+        rejected: list[VideoOutcome] = []
+        for url in dict.fromkeys(str(u) if not isinstance(u, str) else u for u in raw):
+            try:
+                urls.append(validate_video_url(url))
+            except InvalidVideoUrlError as error:
+                rejected.append(VideoOutcome(video_url=url, status=VideoStatus.REJECTED, error=str(error)))
+        if not urls:
+            reasons = "; ".join(o.error or "" for o in rejected) or "the list is empty"
+            raise AirflowFailException(f"No valid Sora video URL to process, nothing was spent: {reasons}")
+        for outcome in rejected:
+            self.log.warning("Rejected before any call: %s", outcome.error)
+        return urls, rejected
+
+    def _schedule(self) -> PollSchedule:
+        return PollSchedule(first_poll_after=min(1.5, self.poll_interval), interval=self.poll_interval)
+
+    def _client(self) -> WatermarkService:
+        hook = hook_for_connection(self.conn_id)
+        config = hook.service_config()
+        if self.upload_method:
+            from dataclasses import replace
+
+            config = replace(config, upload_method=self.upload_method or DEFAULT_UPLOAD_METHOD)
+        return hook.client_class(config)
+
+    def _batch(self, context: Any) -> _BatchContext:
+        return _BatchContext(self, context)
+
+    def _push_task_ids(self, context: Any, batch: BatchRun, urls: list[str]) -> None:
+        ids = [r.task_id for r in (batch.store.load(u) for u in urls) if r is not None and r.task_id]
+        if ids:
+            context["ti"].xcom_push(key=TASK_IDS_KEY, value=ids)
+
+    def _report(self, context: Any, batch: BatchRun, urls: list[str], rejected: list[VideoOutcome],
+                outcomes: list[VideoOutcome]) -> dict[str, Any]:
+        manifest = Manifest(service=batch.client.service_name, output_path=str(batch.lander.output),
+                            videos=rejected + outcomes)
+        result = manifest.to_xcom()
+        counts = manifest.counts
+        self.log.info("Sora watermark removal: %s; %s credits charged", counts, result["credits_charged"])
+        for video in manifest.videos:
+            if video.status in (VideoStatus.FAILED, VideoStatus.REJECTED):
+                self.log.warning("%s %s: %s", video.status.value, video.video_url, video.error)
+        if batch.account_error is not None:
+            context["ti"].xcom_push(key=MANIFEST_KEY, value=result)
+            raise AirflowFailException(f"{batch.account_error}. Manifest: {counts}")
+        if any(v.retryable for v in manifest.videos):
+            context["ti"].xcom_push(key=MANIFEST_KEY, value=result)
+            raise AirflowException(
+                f"{sum(v.retryable for v in manifest.videos)} video(s) can still finish on a retry at no new "
+                f"cost; raising so Airflow retries. Manifest: {counts}"
+            )
+        if self.fail_on_error and (counts["failed"] or counts["rejected"]):
+            context["ti"].xcom_push(key=MANIFEST_KEY, value=result)
+            raise AirflowFailException(f"{counts['failed']} failed and {counts['rejected']} rejected video(s) "
+                                       f"(fail_on_error=True). Manifest: {counts}")
+        return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Inputs: the Sora posts; output: the landing prefix. Needs the ``openlineage`` extra."""
+        from airflow.providers.common.compat.openlineage.facet import Dataset
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        urls = [self.video_url] if isinstance(self.video_url, str) else list(self.video_url)
+        output = ObjectStoragePath(self.output_path)
+        protocol = output.protocol[0] if isinstance(output.protocol, (tuple, list)) else output.protocol
+        return OperatorLineage(
+            inputs=[Dataset(namespace="https://sora.chatgpt.com", name=u.split("sora.chatgpt.com", 1)[-1])
+                    for u in urls],
+            outputs=[Dataset(namespace=f"{protocol or 'file'}://", name=str(output.path))],
+        )
+
+
+class _BatchContext:
+    """Builds a ``BatchRun`` for this try and closes its clients afterwards."""
+
+    def __init__(self, operator: SoraWatermarkRemoverOperator, context: Any) -> None:
+        self.operator = operator
+        self.context = context
+
+    def __enter__(self) -> BatchRun:
+        op, ti = self.operator, self.context["ti"]
+        output = ObjectStoragePath(op.output_path)
+        map_index = getattr(ti, "map_index", None)
+        scope = RunScope(dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id,
+                         map_index=-1 if map_index is None else int(map_index))
+        self.client = op._client()
+        self.lander = ResultLander(output, allow_private_hosts=self.client.config.allow_private_result_hosts)
+        first_link = [True]
+
+        def on_submitted(task_id: str) -> None:
+            if first_link[0]:
+                KieTaskLink.persist(self.context, task_id)
+                first_link[0] = False
+
+        settings = BatchSettings(
+            if_exists=op.if_exists, keep_source=op.keep_source, on_unknown_submit=op.on_unknown_submit,
+            resubmit_failed=op.resubmit_failed, callback_url=op.callback_url,
+            landing_concurrency=op.landing_concurrency,
+            provenance={"airflow": {**scope.as_dict(), "try_number": getattr(ti, "try_number", None)}},
+        )
+        return BatchRun(self.client, VideoStateStore(output, scope), self.lander, settings,
+                        on_submitted=on_submitted)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.client.close()
+        self.lander.close()

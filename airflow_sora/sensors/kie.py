@@ -1,0 +1,82 @@
+"""``KieTaskSensor``: wait for a Kie task submitted elsewhere (deferrable or poke mode)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.configuration import conf
+from airflow_sora._compat import AirflowException, AirflowFailException
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow_sora.hooks.kie import KieHook
+from airflow_sora.links import KieTaskLink
+from airflow_sora.polling import PollSchedule
+from airflow_sora.services.errors import ServiceError
+from airflow_sora.services.models import TaskState, TaskStatus
+from airflow_sora.triggers.kie import KieTaskTrigger
+
+
+class KieTaskSensor(BaseSensorOperator):
+    """Succeed when the Kie task ``kie_task_id`` succeeded (XCom: its status with the result URLs).
+
+    A task the service failed fails the sensor without retries; a transient poll error is retried by the
+    client, then by the sensor's next poke.
+    """
+
+    template_fields: Sequence[str] = ("kie_task_id", "conn_id")
+    operator_extra_links = (KieTaskLink(),)
+
+    def __init__(self, *, kie_task_id: str, conn_id: str = KieHook.default_conn_name,
+                 deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("poke_interval", 5.0)
+        kwargs.setdefault("timeout", 900.0)
+        super().__init__(**kwargs)
+        self.kie_task_id = kie_task_id
+        self.conn_id = conn_id
+        self.deferrable = deferrable
+
+    def execute(self, context: Any) -> Any:
+        KieTaskLink.persist(context, self.kie_task_id)
+        if not self.deferrable:
+            return super().execute(context)
+        schedule = PollSchedule(first_poll_after=0.0, interval=float(self.poke_interval))
+        self.defer(
+            trigger=KieTaskTrigger(task_ids=[self.kie_task_id], conn_id=self.conn_id,
+                                   deadline=time.time() + float(self.timeout), poll_schedule=schedule.as_dict()),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=float(self.timeout) + 60),
+        )
+        return None
+
+    def poke(self, context: Any) -> PokeReturnValue | bool:
+        try:
+            with KieHook(self.conn_id).get_conn() as client:
+                status = client.get_status(self.kie_task_id)
+        except ServiceError as error:
+            if error.retryable:
+                self.log.warning("Poll of Kie task %s failed, will poke again: %s", self.kie_task_id, error)
+                return False
+            raise AirflowFailException(f"Kie task {self.kie_task_id}: {error}") from None
+        return self._outcome(status)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        raw = (event.get("tasks") or {}).get(self.kie_task_id)
+        if event.get("status") == "error":
+            raise AirflowFailException(f"Kie task {self.kie_task_id}: {event.get('message')}")
+        if raw is None or event.get("status") == "timeout":
+            raise AirflowException(f"Kie task {self.kie_task_id} did not finish in time: {event.get('message')}")
+        outcome = self._outcome(TaskStatus.model_validate(raw))
+        return outcome.xcom_value if isinstance(outcome, PokeReturnValue) else None
+
+    def _outcome(self, status: TaskStatus) -> PokeReturnValue | bool:
+        if status.state is TaskState.FAILED:
+            raise AirflowFailException(
+                f"Kie task {self.kie_task_id} failed: {status.fail_message} (code {status.fail_code})"
+            )
+        if status.state is TaskState.SUCCEEDED:
+            return PokeReturnValue(is_done=True, xcom_value=status.model_dump(mode="json"))
+        self.log.info("Kie task %s is %s", self.kie_task_id, status.raw_state or status.state.value)
+        return False

@@ -1,0 +1,5 @@
+"""Triggers: asynchronous waits that run in the triggerer, holding no worker slot."""
+
+from airflow_sora.triggers.kie import KieTaskTrigger
+
+__all__ = ["KieTaskTrigger"]
