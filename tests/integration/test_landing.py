@@ -1,0 +1,148 @@
+"""Landing: the download guard, verification before publishing, and keys that cannot escape the output."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from airflow.sdk import ObjectStoragePath
+from airflow_sora.landing import ResultLander, check_result_url, safe_object_name
+from airflow_sora.sandbox.media import make_mp4
+from airflow_sora.services import RemovalResult, ResultDownloadError, UnsafeResultUrlError
+
+VIDEO = make_mp4("seed", 40_000)
+POST = "s_" + "ab" * 16
+
+
+class _Files(BaseHTTPRequestHandler):
+    routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+
+    def do_GET(self) -> None:
+        status, headers, body = self.routes.get(self.path, (404, {}, b""))
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", headers.get("X-Length", str(len(body))))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def files() -> Iterator[tuple[str, dict[str, tuple[int, dict[str, str], bytes]]]]:
+    routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+    handler = type("Files", (_Files,), {"routes": routes})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", routes
+    server.shutdown()
+    server.server_close()
+
+
+def result(url: str, post_id: str = POST) -> RemovalResult:
+    return RemovalResult(service="kie", video_url=f"https://sora.chatgpt.com/p/{POST}", post_id=post_id,
+                         clean_url=url, task_id="t1")
+
+
+def lander(tmp_path: Path, allow_private: bool = True) -> ResultLander:
+    return ResultLander(ObjectStoragePath(f"file://{tmp_path}/out/"), allow_private_hosts=allow_private,
+                        chunk_size=4096)
+
+
+def test_lands_verified_video_and_sidecar(tmp_path: Path, files: tuple) -> None:
+    base, routes = files
+    routes["/v.mp4"] = (200, {"Content-Type": "video/mp4"}, VIDEO)
+    landed = lander(tmp_path).land(result(f"{base}/v.mp4"), provenance={"run": "r1"})
+    assert landed.video.sha256 == hashlib.sha256(VIDEO).hexdigest() and landed.video.size == len(VIDEO)
+    assert (tmp_path / "out" / f"{POST}.mp4").read_bytes() == VIDEO
+    assert (tmp_path / "out" / f"{POST}.json").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{POST}.json", f"{POST}.mp4"]
+
+
+def test_redirects_are_followed_and_checked(tmp_path: Path, files: tuple) -> None:
+    base, routes = files
+    routes["/v.mp4"] = (200, {}, VIDEO)
+    routes["/r"] = (302, {"Location": "/v.mp4"}, b"")
+    assert lander(tmp_path).download(f"{base}/r", ObjectStoragePath(f"file://{tmp_path}/x.mp4")).size == len(VIDEO)
+    routes["/evil"] = (302, {"Location": "http://169.254.169.254/latest/meta-data"}, b"")
+    with pytest.raises(UnsafeResultUrlError):  # even an allowed sandbox host cannot bounce us to plain http
+        ResultLander(ObjectStoragePath(f"file://{tmp_path}/o/"), allow_private_hosts=False).download(
+            f"{base}/evil", ObjectStoragePath(f"file://{tmp_path}/y.mp4"))
+
+
+@pytest.mark.parametrize(("body", "headers", "match"), [
+    (VIDEO[:1000], {"X-Length": str(len(VIDEO))}, "download of"),  # server closes early
+    (b"<html>not a video</html>" * 10, {}, "not an MP4"),
+    (b"", {}, "not an MP4"),
+])
+def test_bad_downloads_leave_nothing_at_the_final_key(tmp_path: Path, files: tuple, body: bytes,
+                                                      headers: dict[str, str], match: str) -> None:
+    base, routes = files
+    routes["/v.mp4"] = (200, headers, body)
+    with pytest.raises(ResultDownloadError, match=match):
+        lander(tmp_path).land(result(f"{base}/v.mp4"), provenance={})
+    out = tmp_path / "out"
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_expired_link_without_refresh_is_reported(tmp_path: Path, files: tuple) -> None:
+    from airflow_sora.services import ResultLinkExpiredError
+
+    base, routes = files
+    routes["/v.mp4"] = (403, {}, b"<Error>expired</Error>")
+    with pytest.raises(ResultLinkExpiredError):
+        lander(tmp_path).land(result(f"{base}/v.mp4"), provenance={})
+    routes["/fresh.mp4"] = (200, {}, VIDEO)
+    landed = lander(tmp_path).land(result(f"{base}/v.mp4"), provenance={}, refresh=lambda url: f"{base}/fresh.mp4")
+    assert landed.video.size == len(VIDEO)
+
+
+@pytest.mark.parametrize("url", [
+    "http://cdn.example.com/x.mp4",
+    "ftp://cdn.example.com/x.mp4",
+    "https://127.0.0.1/x.mp4",
+    "https://10.1.2.3/x.mp4",
+    "https://192.168.0.10/x.mp4",
+    "https://169.254.169.254/latest",
+    "https://[::1]/x.mp4",
+    "https://[fe80::1]/x.mp4",
+    "https://0.0.0.0/x.mp4",
+    "file:///etc/passwd",
+])
+def test_guard_refuses_unsafe_urls(url: str) -> None:
+    with pytest.raises(UnsafeResultUrlError):
+        check_result_url(url, allow_private=False, resolve=lambda host: [host.strip("[]")])
+
+
+def test_guard_resolves_names() -> None:
+    with pytest.raises(UnsafeResultUrlError, match="resolves to non-public address 10.0.0.5"):
+        check_result_url("https://cdn.attacker.example/x.mp4", allow_private=False,
+                         resolve=lambda host: ["93.184.216.34", "10.0.0.5"])
+    check_result_url("https://tempfile.aiquickdraw.com/x.mp4", allow_private=False,
+                     resolve=lambda host: ["104.21.3.4"])
+    with pytest.raises(UnsafeResultUrlError):  # localhost is loopback through real DNS resolution too
+        check_result_url("https://localhost/x.mp4", allow_private=False)
+
+
+def test_sandbox_hosts_need_the_explicit_switch(tmp_path: Path, files: tuple) -> None:
+    base, routes = files
+    routes["/v.mp4"] = (200, {}, VIDEO)
+    with pytest.raises(UnsafeResultUrlError):
+        lander(tmp_path, allow_private=False).land(result(f"{base}/v.mp4"), provenance={})
+
+
+@pytest.mark.parametrize("post_id", ["../../etc/passwd", "s_" + "a" * 31 + "/", "s_../x", "", "S_" + "a" * 32,
+                                     "s_" + "ab" * 16 + "\x00", "/abs/path"])
+def test_hostile_post_ids_cannot_name_objects(post_id: str, tmp_path: Path) -> None:
+    with pytest.raises(ResultDownloadError, match="refusing to name an object"):
+        safe_object_name(post_id)
+    with pytest.raises(ResultDownloadError):
+        lander(tmp_path).land(result("https://cdn.example.com/x.mp4", post_id=post_id), provenance={})
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,117 @@
+"""KieTaskTrigger: serialisation, every terminal path, the deadline, and tolerance of transient errors."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from airflow_sora.sandbox import SandboxServer
+from airflow_sora.services import KieClient, ServiceConfig
+from airflow_sora.triggers import KieTaskTrigger
+from tests.conftest import KIE_KEY, VIDEO_URLS
+from tests.integration.harness import run_trigger
+
+FAST = {"first_poll_after": 0.05, "interval": 0.1, "after_30s": 0.1, "after_2min": 0.1}
+
+
+def submit(config: ServiceConfig, urls: list[str]) -> list[str]:
+    with KieClient(config) as client:
+        return [client.submit(url).task_id or "" for url in urls]
+
+
+def trigger(task_ids: list[str], **kwargs: object) -> KieTaskTrigger:
+    kwargs.setdefault("deadline", time.time() + 20)
+    kwargs.setdefault("poll_schedule", FAST)
+    return KieTaskTrigger(task_ids=task_ids, **kwargs)  # type: ignore[arg-type]
+
+
+def test_serialisation_round_trip_carries_no_secret() -> None:
+    original = trigger(["t1", "t2", "t1"], conn_id="kie_prod", deadline=1_800_000_000.0, max_consecutive_errors=3)
+    path, kwargs = original.serialize()
+    assert path == "airflow_sora.triggers.kie.KieTaskTrigger"
+    assert kwargs == {"task_ids": ["t1", "t2"], "conn_id": "kie_prod", "deadline": 1_800_000_000.0,
+                      "poll_schedule": FAST, "max_consecutive_errors": 3, "max_in_flight": 10}
+    assert KieTaskTrigger(**kwargs).serialize() == (path, kwargs)
+    assert KIE_KEY not in repr(kwargs)
+
+
+def test_all_succeed(sandbox_connections: SandboxServer, kie_config: ServiceConfig) -> None:
+    ids = submit(kie_config, VIDEO_URLS[:4])
+    event = run_trigger(trigger(ids))
+    assert event["status"] == "success"
+    assert {tid: s["state"] for tid, s in event["tasks"].items()} == {tid: "succeeded" for tid in ids}
+    assert all(s["result_urls"] for s in event["tasks"].values())
+
+
+def test_finished_tasks_are_not_polled_again(sandbox_connections: SandboxServer, kie_config: ServiceConfig) -> None:
+    sandbox_connections.state.config.latency = 0.2
+    quick = submit(kie_config, VIDEO_URLS[:1])
+    sandbox_connections.state.config.latency = 1.2
+    slow = submit(kie_config, VIDEO_URLS[1:2])
+    time.sleep(0.25)
+    before = sandbox_connections.summary()["requests"].get("recordInfo", 0)
+    event = run_trigger(trigger(quick + slow))
+    polls = sandbox_connections.summary()["requests"]["recordInfo"] - before
+    assert event["status"] == "success"
+    rounds_for_slow = polls - 1
+    assert rounds_for_slow >= 3  # the slow one needed several rounds; the quick one was polled once
+
+
+def test_a_failed_task_is_terminal(sandbox_connections: SandboxServer, kie_config: ServiceConfig) -> None:
+    sandbox_connections.set_faults(fail_video_urls=[VIDEO_URLS[1]])
+    ids = submit(kie_config, VIDEO_URLS[:2])
+    event = run_trigger(trigger(ids))
+    assert event["status"] == "success"
+    assert event["tasks"][ids[1]]["state"] == "failed"
+    assert event["tasks"][ids[1]]["fail_message"] == "Internal server error"
+
+
+def test_deadline(sandbox_connections: SandboxServer, kie_config: ServiceConfig) -> None:
+    sandbox_connections.state.config.latency = 5
+    ids = submit(kie_config, VIDEO_URLS[:2])
+    started = time.monotonic()
+    event = run_trigger(trigger(ids, deadline=time.time() + 0.6))
+    assert event["status"] == "timeout" and "2 of 2" in event["message"]
+    assert time.monotonic() - started < 3
+    assert all(s["state"] in ("running", "not_visible") for s in event["tasks"].values())
+
+
+def test_transient_errors_are_tolerated(sandbox_connections: SandboxServer, kie_config: ServiceConfig,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import connection_env
+
+    monkeypatch.setenv("AIRFLOW_CONN_KIE_NORETRY", connection_env("kie", sandbox_connections.url, KIE_KEY,
+                                                                  max_retries=0))
+    ids = submit(kie_config, VIDEO_URLS[:1])
+    sandbox_connections.set_faults(endpoints=["recordInfo"], server_error={"count": 2}, non_json={"count": 1})
+    event = run_trigger(trigger(ids, conn_id="kie_noretry", max_consecutive_errors=3))
+    assert event["status"] == "success"
+
+
+def test_too_many_consecutive_transient_errors_end_the_wait(sandbox_connections: SandboxServer,
+                                                            kie_config: ServiceConfig,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import connection_env
+
+    monkeypatch.setenv("AIRFLOW_CONN_KIE_NORETRY", connection_env("kie", sandbox_connections.url, KIE_KEY,
+                                                                  max_retries=0))
+    ids = submit(kie_config, VIDEO_URLS[:1])
+    sandbox_connections.set_faults(endpoints=["recordInfo"], maintenance={"rate": 1.0})
+    event = run_trigger(trigger(ids, conn_id="kie_noretry", max_consecutive_errors=2))
+    assert event["status"] == "error" and "3 consecutive poll rounds failed" in event["message"]
+
+
+def test_a_permanent_error_ends_the_wait_clearly(sandbox_connections: SandboxServer,
+                                                 kie_config: ServiceConfig) -> None:
+    ids = submit(kie_config, VIDEO_URLS[:1])
+    event = run_trigger(trigger([*ids, "task_unknown"]))
+    assert event["status"] == "error" and "Task not found" in event["message"]
+
+
+def test_a_missing_connection_key_is_an_error_event(sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    monkeypatch.setenv("AIRFLOW_CONN_KIE_NOKEY", json.dumps({"conn_type": "kie", "host": sandbox.url}))
+    event = run_trigger(trigger(["t1"], conn_id="kie_nokey"))
+    assert event["status"] == "error" and "no API key" in event["message"]
