@@ -5,6 +5,6 @@ from __future__ import annotations
 try:  # Airflow >= 3.2 (task SDK)
     from airflow.sdk.exceptions import AirflowException, AirflowFailException
 except ImportError:  # Airflow 3.1
-    from airflow.exceptions import AirflowException, AirflowFailException  # type: ignore[assignment]
+    from airflow.exceptions import AirflowException, AirflowFailException  # type: ignore[no-redef]
 
 __all__ = ["AirflowException", "AirflowFailException"]

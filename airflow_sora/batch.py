@@ -30,7 +30,7 @@ from airflow_sora.services.errors import (
 )
 from airflow_sora.services.models import TaskState, TaskStatus
 from airflow_sora.services.urls import post_id_from_url
-from airflow_sora.state import Phase, VideoRecord, VideoStateStore
+from airflow_sora.state import Phase, VideoRecord, VideoStateStore, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class BatchRun:
                 return
             record = self.store.save(record.model_copy(update={
                 "phase": Phase.SUBMITTED, "task_id": submission.task_id, "result": submission.result,
-                "error": None,
+                "error": None, "submitted_at": utcnow(),
             }))
             if submission.task_id:
                 self.on_submitted(submission.task_id)
@@ -228,7 +228,7 @@ class BatchRun:
         post_id = post_id_from_url(url)
         result = record.result.model_copy(update={"post_id": post_id})
         provenance = {**self.settings.provenance, "service_post_id": record.result.post_id,
-                      "submitted_at": record.updated_at}
+                      "submitted_at": record.submitted_at}
         refresh = self.client.refresh_link if self.client.refreshable_links else None
         try:
             landed = self.lander.land(result, provenance=provenance, keep_source=self.settings.keep_source,

@@ -19,8 +19,8 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
-
 from airflow.sdk import ObjectStoragePath
+
 from airflow_sora import __version__
 from airflow_sora.services.errors import ResultDownloadError, ResultLinkExpiredError, UnsafeResultUrlError
 from airflow_sora.services.models import RemovalResult

@@ -15,9 +15,9 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
+from airflow.sdk import ObjectStoragePath
 from pydantic import BaseModel, ConfigDict
 
-from airflow.sdk import ObjectStoragePath
 from airflow_sora.services.models import RemovalResult
 from airflow_sora.storage import read_bytes_or_none, write_atomic
 
@@ -64,6 +64,7 @@ class VideoRecord(BaseModel):
     sha256: str | None = None
     size: int | None = None
     error: str | None = None
+    submitted_at: str | None = None
     updated_at: str = ""
 
 

@@ -77,9 +77,9 @@ def sandbox_connections(sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch)
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """moto's S3 server over real HTTP; ``aws_default`` points at it."""
-    from moto.server import ThreadedMotoServer
-
     import logging
+
+    from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
+from airflow.sdk import BaseHook
 from pydantic import SecretStr
 
-from airflow.sdk import BaseHook
 from airflow_sora.services.base import (
     DEFAULT_UPLOAD_METHOD,
     UPLOAD_METHODS,

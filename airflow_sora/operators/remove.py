@@ -8,8 +8,9 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.configuration import conf
-from airflow_sora._compat import AirflowException, AirflowFailException
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
+
+from airflow_sora._compat import AirflowException, AirflowFailException
 from airflow_sora.batch import BatchRun, BatchSettings, IfExists, OnUnknownSubmit
 from airflow_sora.hooks import hook_for_connection
 from airflow_sora.landing import ResultLander
@@ -195,11 +196,22 @@ class SoraWatermarkRemoverOperator(BaseOperator):
                 f"{sum(v.retryable for v in manifest.videos)} video(s) can still finish on a retry at no new "
                 f"cost; raising so Airflow retries. Manifest: {counts}"
             )
+        self._annotate_outlets(context, result)
         if self.fail_on_error and (counts["failed"] or counts["rejected"]):
             context["ti"].xcom_push(key=MANIFEST_KEY, value=result)
             raise AirflowFailException(f"{counts['failed']} failed and {counts['rejected']} rejected video(s) "
                                        f"(fail_on_error=True). Manifest: {counts}")
         return result
+
+    def _annotate_outlets(self, context: Any, result: dict[str, Any]) -> None:
+        """Tell downstream DAGs where the videos landed, through the asset event's ``extra``."""
+        events = context.get("outlet_events")
+        if events is None:
+            return
+        for outlet in self.outlets or []:
+            if isinstance(outlet, Asset):
+                events[outlet].extra = {"output_path": result["output_path"], "counts": result["counts"],
+                                        "service": result["service"]}
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """Inputs: the Sora posts; output: the landing prefix. Needs the ``openlineage`` extra."""

@@ -53,7 +53,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
     server: SandboxHTTPServer
 
     # plumbing -------------------------------------------------------------------------------------
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("sandbox: " + format, *args)  # the request line only: never headers or bodies
 
     @property
@@ -175,7 +175,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             return 400, "Invalid request body"
         if body.get("model") != "sora-watermark-remover":
             return 422, "model is not supported"
-        inputs = body.get("input") if isinstance(body.get("input"), dict) else {}
+        inputs: dict[str, Any] = body["input"] if isinstance(body.get("input"), dict) else {}
         video_url = inputs.get("video_url")
         if not video_url:
             return 422, "input.video_url is required"
@@ -344,7 +344,7 @@ class SandboxHTTPServer(ThreadingHTTPServer):
     @property
     def base_url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     @property
     def netloc(self) -> str:

@@ -164,14 +164,14 @@ class SandboxState:
     def summary(self) -> dict[str, Any]:
         """What was charged per account and per video URL (refunds excluded), plus request counts."""
         with self.lock:
-            by_account: Counter[str] = Counter()
-            by_video: Counter[str] = Counter()
+            by_account: dict[str, float] = {}
+            by_video: dict[str, float] = {}
             times_by_video: Counter[str] = Counter()
             for c in self.charges:
                 if c.refunded:
                     continue
-                by_account[c.account] += c.credits
-                by_video[c.video_url] += c.credits
+                by_account[c.account] = by_account.get(c.account, 0.0) + c.credits
+                by_video[c.video_url] = by_video.get(c.video_url, 0.0) + c.credits
                 times_by_video[c.video_url] += 1
             return {
                 "credits_by_account": dict(by_account),

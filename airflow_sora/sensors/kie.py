@@ -8,8 +8,9 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.configuration import conf
-from airflow_sora._compat import AirflowException, AirflowFailException
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
+
+from airflow_sora._compat import AirflowException, AirflowFailException
 from airflow_sora.hooks.kie import KieHook
 from airflow_sora.links import KieTaskLink
 from airflow_sora.polling import PollSchedule

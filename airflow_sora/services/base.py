@@ -33,7 +33,7 @@ class ServiceConfig:
     read_timeout: float = 60.0
     upload_method: str = DEFAULT_UPLOAD_METHOD
     allow_private_result_hosts: bool = False
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def transport(self, headers: dict[str, str] | None = None) -> TransportSettings:
         return TransportSettings(

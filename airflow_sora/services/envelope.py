@@ -81,9 +81,7 @@ def decode_envelope(reply: Reply, *, service: str, operation: str) -> Envelope:
             service=service,
             code=reply.status_code,
         )
-    message = body.get("msg")
-    if not isinstance(message, str):
-        message = body.get("message") if isinstance(body.get("message"), str) else ""
+    message = next((m for m in (body.get("msg"), body.get("message")) if isinstance(m, str)), "")
     effective = code
     if code == 200 and not 200 <= reply.status_code < 300:
         effective = reply.status_code

@@ -136,7 +136,7 @@ class TransportSettings:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self.read_timeout, connect=self.connect_timeout)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+
 from airflow_sora.hooks.kie import KieHook
 from airflow_sora.polling import PollSchedule
 from airflow_sora.services.base import AsyncWatermarkService

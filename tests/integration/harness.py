@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow.sdk.exceptions import TaskDeferred
+
 from airflow_sora.triggers.kie import KieTaskTrigger
 
 

@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from airflow.sdk import ObjectStoragePath
+
 from airflow_sora.landing import ResultLander, check_result_url, safe_object_name
 from airflow_sora.sandbox.media import make_mp4
 from airflow_sora.services import RemovalResult, ResultDownloadError, UnsafeResultUrlError
@@ -122,7 +122,7 @@ def test_guard_refuses_unsafe_urls(url: str) -> None:
 
 
 def test_guard_resolves_names() -> None:
-    with pytest.raises(UnsafeResultUrlError, match="resolves to non-public address 10.0.0.5"):
+    with pytest.raises(UnsafeResultUrlError, match=r"resolves to non-public address 10\.0\.0\.5"):
         check_result_url("https://cdn.attacker.example/x.mp4", allow_private=False,
                          resolve=lambda host: ["93.184.216.34", "10.0.0.5"])
     check_result_url("https://tempfile.aiquickdraw.com/x.mp4", allow_private=False,

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from airflow.sdk import ObjectStoragePath
+
 from airflow_sora._compat import AirflowException, AirflowFailException
 from airflow_sora.operators import SoraWatermarkRemoverOperator
 from airflow_sora.sandbox import SandboxServer

@@ -7,10 +7,9 @@ the deployment suite.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
-
-import threading
 
 import pytest
 

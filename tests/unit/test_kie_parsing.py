@@ -124,7 +124,8 @@ class TestRecord:
 
     def test_result_for_landing(self) -> None:
         result = result_from_status(parse_record(record()), URL)
-        assert (result.clean_url, result.post_id, result.task_id) == (RESULT, "s_68e83bd7eee88191be79d2ba7158516f", "t1")
+        expected = (RESULT, "s_68e83bd7eee88191be79d2ba7158516f", "t1")
+        assert (result.clean_url, result.post_id, result.task_id) == expected
 
 
 KIE_CODES = [

@@ -1,0 +1,22 @@
+"""Settings shared by the example DAGs (a module, not a DAG: the name starts with an underscore)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from airflow.sdk import Asset
+
+#: Downstream DAGs schedule on this; the remove tasks attach the output path to each event.
+SORA_CLEAN_VIDEOS = Asset(name="sora_clean_videos", uri="sora://clean-videos")
+
+#: Local folder by default (``./output/`` beside the dags folder); S3 by the param or the Variable
+#: ``sora_output_path``, e.g. ``s3://aws_default@my-bucket/sora/clean/``.
+DEFAULT_OUTPUT = os.environ.get("SORA_OUTPUT_PATH") or f"file://{Path(__file__).resolve().parents[1] / 'output'}/"
+OUTPUT_PATH = "{{ var.value.get('sora_output_path', params.output_path) }}"
+
+EXAMPLE_URLS = [
+    "https://sora.chatgpt.com/p/s_68e83bd7eee88191be79d2ba7158516f",
+    "https://sora.chatgpt.com/p/s_6902318491e88191893d935b08d8c428",
+    "https://sora.chatgpt.com/p/s_68dc40f1f5a481919a01594fef247dd4",
+]

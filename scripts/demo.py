@@ -1,0 +1,121 @@
+"""``make demo``: run the example batch DAG with ``airflow dags test`` and land the videos in ./output/.
+
+Without keys it starts the bundled sandbox and points ``kie_default`` at it. With ``KIE_API_KEY`` (or
+``SAVESORA_API_KEY``) set, the same command uses the real service; ``SORA_VIDEO_URLS`` (comma-separated)
+replaces the example links. Airflow runs on an SQLite home inside the repository (``.airflow/``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUTPUT = REPO / "output"
+HOME = REPO / ".airflow"
+DAG_ID = "sora_watermark_batch"
+
+
+def airflow_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "AIRFLOW_HOME": str(HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "SORA_OUTPUT_PATH": f"file://{OUTPUT}/",
+    })
+    return env
+
+
+def start_sandbox() -> tuple[subprocess.Popen[bytes], str]:
+    port_file = Path(tempfile.mkdtemp()) / "port"
+    process = subprocess.Popen([sys.executable, "-m", "airflow_sora.sandbox", "--port", "0", "--port-file",
+                                str(port_file), "--latency", "2.0"], stdout=subprocess.DEVNULL)
+    for _ in range(100):
+        if port_file.exists() and port_file.read_text():
+            return process, f"http://127.0.0.1:{port_file.read_text()}"
+        time.sleep(0.1)
+    process.kill()
+    raise SystemExit("the sandbox did not start")
+
+
+def connection(env: dict[str, str]) -> tuple[str, subprocess.Popen[bytes] | None]:
+    """Point a connection at the real service if a key is given, else at a fresh sandbox."""
+    if os.environ.get("KIE_API_KEY"):
+        env["AIRFLOW_CONN_KIE_DEFAULT"] = json.dumps({"conn_type": "kie", "password": os.environ["KIE_API_KEY"]})
+        return "kie_default", None
+    if os.environ.get("SAVESORA_API_KEY"):
+        env["AIRFLOW_CONN_SAVESORA_DEFAULT"] = json.dumps({"conn_type": "savesora",
+                                                           "password": os.environ["SAVESORA_API_KEY"]})
+        return "savesora_default", None
+    sandbox, url = start_sandbox()
+    print(f"Using the bundled sandbox at {url} (set KIE_API_KEY or SAVESORA_API_KEY for the real service)")
+    env["AIRFLOW_CONN_KIE_DEFAULT"] = json.dumps({"conn_type": "kie", "host": url, "password": "sandbox-kie-key",
+                                                  "extra": {"allow_private_result_hosts": True}})
+    return "kie_default", sandbox
+
+
+def main() -> int:
+    env = airflow_env()
+    OUTPUT.mkdir(exist_ok=True)
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    conn_id, sandbox = connection(env)
+    conf: dict[str, object] = {"conn_id": conn_id, "output_path": f"file://{OUTPUT}/"}
+    if os.environ.get("SORA_VIDEO_URLS"):
+        conf["video_urls"] = [u.strip() for u in os.environ["SORA_VIDEO_URLS"].split(",") if u.strip()]
+    try:
+        run = subprocess.run([sys.executable, "-m", "airflow", "dags", "test", DAG_ID, "--conf", json.dumps(conf)],
+                             env=env, capture_output=True, text=True)
+    finally:
+        if sandbox is not None:
+            sandbox.terminate()
+    log_file = HOME / "demo-last-run.log"
+    log_file.write_text(run.stdout + run.stderr)
+    manifest = read_manifest(env)
+    if manifest is None:
+        print(f"The DAG run produced no manifest; see {log_file}")
+        return 1
+    print_manifest(manifest)
+    print(f"\nFull Airflow log: {log_file}")
+    return 0 if run.returncode == 0 and manifest["counts"]["failed"] == 0 else 1
+
+
+def read_manifest(env: dict[str, str]) -> dict | None:  # type: ignore[type-arg]
+    """The remove task's XCom from the latest run, read through Airflow's own models."""
+    code = (
+        "import json\n"
+        "from airflow.models.xcom import XComModel\n"
+        "from airflow.utils.session import create_session\n"
+        "with create_session() as s:\n"
+        f"    row = s.query(XComModel).filter_by(dag_id={DAG_ID!r}, task_id='remove_watermarks')"
+        ".filter(XComModel.key.in_(['return_value', 'manifest'])).order_by(XComModel.timestamp.desc()).first()\n"
+        "    print(json.dumps(row.value if row else None))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    try:
+        value = json.loads(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def print_manifest(manifest: dict) -> None:  # type: ignore[type-arg]
+    print(f"\nService: {manifest['service']}   output: {manifest['output_path']}")
+    print(f"{'status':<9} {'post id':<35} {'size':>9}  {'sha256':<16}  file")
+    for video in manifest["videos"]:
+        sha = (video.get("sha256") or "")[:16]
+        target = video.get("output_uri") or video.get("error") or ""
+        post_id = video.get("post_id") or "-"
+        print(f"{video['status']:<9} {post_id:<35} {video.get('size') or 0:>9}  {sha:<16}  {target}")
+    print(f"counts: {manifest['counts']}   credits charged: {manifest['credits_charged']:g}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
