@@ -18,7 +18,7 @@ demo: $(STAMP)
 
 ## test: the whole suite but the slow deployment tests, plus lint and types
 test: $(STAMP)
-	$(BIN)/ruff check airflow_sora dags tests scripts bench
+	$(BIN)/ruff check $(wildcard airflow_sora dags tests scripts bench)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -m "not deployment"
 
@@ -35,7 +35,7 @@ sandbox: $(STAMP)
 	$(BIN)/python -m airflow_sora.sandbox --port 8765
 
 lint: $(STAMP)
-	$(BIN)/ruff check airflow_sora dags tests scripts bench
+	$(BIN)/ruff check $(wildcard airflow_sora dags tests scripts bench)
 	$(BIN)/mypy
 
 clean:
