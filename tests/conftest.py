@@ -26,6 +26,9 @@ KIE_KEY = "kie-SECRET-7f3a9c1e5b"
 SAVESORA_KEY = "savesora-SECRET-2d8e4f6a1c"
 FAST_RETRY = RetryPolicy(max_attempts=6, initial_delay=0.02, max_delay=0.2, budget_seconds=20)
 
+# Behaviour tests create at full speed; pacing has its own tests (test_rate_limit.py).
+UNPACED = 10_000.0
+
 VIDEO_URLS = [f"https://sora.chatgpt.com/p/s_{i:032x}" for i in range(1, 41)]
 
 
@@ -45,7 +48,7 @@ def sandbox() -> Iterator[SandboxServer]:
 def service_config(sandbox: SandboxServer, key: str, **overrides: object) -> ServiceConfig:
     values: dict[str, object] = {"base_url": sandbox.url, "api_key": SecretStr(key), "read_timeout": 10.0,
                                  "connect_timeout": 2.0, "allow_private_result_hosts": True,
-                                 "retry": FAST_RETRY}
+                                 "retry": FAST_RETRY, "create_rate": UNPACED}
     values.update(overrides)
     return ServiceConfig(**values)  # type: ignore[arg-type]
 
@@ -63,7 +66,8 @@ def savesora_config(sandbox: SandboxServer) -> ServiceConfig:
 def connection_env(conn_type: str, base_url: str, key: str, **extra: object) -> str:
     """An ``AIRFLOW_CONN_*`` value (JSON form) for a connection at ``base_url``."""
     return json.dumps({"conn_type": conn_type, "host": base_url, "password": key,
-                       "extra": {"allow_private_result_hosts": True, **extra}})
+                       "extra": {"allow_private_result_hosts": True, "create_limit": UNPACED, "create_window": 1,
+                                 **extra}})
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from airflow.sdk import BaseHook
 from pydantic import SecretStr
 
+from airflow_sora.ratelimit import KIE_WINDOW_SECONDS, SAFETY_MARGIN
 from airflow_sora.services.base import (
     DEFAULT_UPLOAD_METHOD,
     UPLOAD_METHODS,
@@ -65,7 +66,16 @@ def config_from_connection(conn: Any, *, conn_type: str, default_base_url: str,
         upload_method=upload_method,
         allow_private_result_hosts=str(extras.get("allow_private_result_hosts", "false")).lower() in _TRUE,
         retry=policy,
+        create_rate=_create_rate(extras),
     )
+
+
+def _create_rate(extras: dict[str, Any]) -> float | None:
+    """``create_limit`` creates per ``create_window`` seconds (extras), when the account's limit differs."""
+    if "create_limit" not in extras:
+        return None
+    window = float(extras.get("create_window", KIE_WINDOW_SECONDS))
+    return float(extras["create_limit"]) / window * SAFETY_MARGIN
 
 
 class SoraServiceHook(BaseHook):

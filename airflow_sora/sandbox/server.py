@@ -305,6 +305,15 @@ class SandboxHandler(BaseHTTPRequestHandler):
             sent += len(chunk)
         return None
 
+    def _serve_synthetic(self, size: int) -> None:
+        """``/_sandbox/synthetic/<bytes>.mp4``: an MP4 of exactly that size, streamed, for benchmarks."""
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        for chunk in iter_mp4(f"synthetic-{size}", size):
+            self.wfile.write(chunk)
+
     # admin --------------------------------------------------------------------------------------------
     def _admin(self, method: str, path: str) -> None:
         name = path[len("/_sandbox/"):]
@@ -327,6 +336,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if method == "POST" and name == "reset":
             state.reset()
             return self._send_json(200, {"reset": True})
+        if method == "GET" and name.startswith("synthetic/") and name.endswith(".mp4"):
+            return self._serve_synthetic(int(name[len("synthetic/"):-len(".mp4")]))
         if method == "GET" and name == "health":
             return self._send_json(200, {"ok": True})
         return self._send_json(404, {"error": f"unknown admin call {method} {name}"})

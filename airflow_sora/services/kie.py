@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from airflow_sora.ratelimit import kie_default_rate
 from airflow_sora.services.base import AsyncWatermarkService, ServiceConfig, WatermarkService
 from airflow_sora.services.envelope import Envelope, Reply, decode_envelope
 from airflow_sora.services.errors import (
@@ -195,7 +196,8 @@ class KieApi:
                                                           "upload_method": self.upload_method}}
         if callback_url:
             body["callBackUrl"] = callback_url
-        return Operation("Kie createTask", "POST", CREATE_PATH, self.parse_create, json=body, idempotent=False)
+        return Operation("Kie createTask", "POST", CREATE_PATH, self.parse_create, json=body, idempotent=False,
+                         paid=True)
 
     def record_info(self, task_id: str) -> Operation[TaskStatus]:
         def parse(reply: Reply) -> TaskStatus:
@@ -266,7 +268,8 @@ class KieClient(WatermarkService):
     def __init__(self, config: ServiceConfig, *, http_client: httpx.Client | None = None) -> None:
         super().__init__(config)
         self.api = KieApi(config.upload_method)
-        self.transport = SyncTransport(config.transport(_auth_headers(config)), SERVICE, client=http_client)
+        self.transport = SyncTransport(config.transport(_auth_headers(config)), SERVICE, client=http_client,
+                                       limiter=config.create_limiter(SERVICE, kie_default_rate()))
 
     def submit(self, video_url: str, *, callback_url: str | None = None) -> Submission:
         validate_video_url(video_url)
@@ -298,7 +301,8 @@ class AsyncKieClient(AsyncWatermarkService):
     def __init__(self, config: ServiceConfig, *, http_client: httpx.AsyncClient | None = None) -> None:
         super().__init__(config)
         self.api = KieApi(config.upload_method)
-        self.transport = AsyncTransport(config.transport(_auth_headers(config)), SERVICE, client=http_client)
+        self.transport = AsyncTransport(config.transport(_auth_headers(config)), SERVICE, client=http_client,
+                                        limiter=config.create_limiter(SERVICE, kie_default_rate()))
 
     async def submit(self, video_url: str, *, callback_url: str | None = None) -> Submission:
         validate_video_url(video_url)

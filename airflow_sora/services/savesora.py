@@ -131,7 +131,7 @@ class SaveSoraApi:
             return self.parse_remove(reply, video_url)
 
         return Operation("SaveSora download", "POST", REMOVE_PATH, parse,
-                         json={"api_key": self._api_key, "video_url": video_url}, idempotent=False)
+                         json={"api_key": self._api_key, "video_url": video_url}, idempotent=False, paid=True)
 
     def credits(self) -> Operation[CreditBalance]:
         return Operation("SaveSora credits", "POST", CREDITS_PATH, self.parse_credits,
@@ -188,7 +188,8 @@ class SaveSoraClient(WatermarkService):
     def __init__(self, config: ServiceConfig, *, http_client: httpx.Client | None = None) -> None:
         super().__init__(config)
         self.api = SaveSoraApi(config.api_key.get_secret_value())
-        self.transport = SyncTransport(config.transport(), SERVICE, client=http_client)
+        self.transport = SyncTransport(config.transport(), SERVICE, client=http_client,
+                                       limiter=config.create_limiter(SERVICE, None))
 
     def submit(self, video_url: str, *, callback_url: str | None = None) -> Submission:
         validate_video_url(video_url)
@@ -209,7 +210,8 @@ class AsyncSaveSoraClient(AsyncWatermarkService):
     def __init__(self, config: ServiceConfig, *, http_client: httpx.AsyncClient | None = None) -> None:
         super().__init__(config)
         self.api = SaveSoraApi(config.api_key.get_secret_value())
-        self.transport = AsyncTransport(config.transport(), SERVICE, client=http_client)
+        self.transport = AsyncTransport(config.transport(), SERVICE, client=http_client,
+                                        limiter=config.create_limiter(SERVICE, None))
 
     async def submit(self, video_url: str, *, callback_url: str | None = None) -> Submission:
         validate_video_url(video_url)

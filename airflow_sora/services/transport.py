@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
+from airflow_sora.ratelimit import TokenBucket
 from airflow_sora.services.envelope import Reply
 from airflow_sora.services.errors import (
     RateLimitedError,
@@ -74,6 +75,7 @@ class Operation(Generic[T]):
     json: Any = field(default=None, repr=False)  # may hold a key (SaveSora): never logged
     params: Mapping[str, str] | None = None
     idempotent: bool = True
+    paid: bool = False  # paced by the shared create bucket
 
 
 class RetryTracker:
@@ -126,6 +128,13 @@ def map_transport_error(exc: httpx.HTTPError, op: Operation[Any], service: str) 
     )
 
 
+def _pause_on_rate_limit(limiter: TokenBucket | None, op: Operation[Any], error: ServiceError,
+                         delay: float) -> None:
+    """A 429 on a paid create slows every sender sharing the bucket, not just this one."""
+    if limiter is not None and op.paid and isinstance(error, RateLimitedError):
+        limiter.pause(delay)
+
+
 def _to_reply(response: httpx.Response) -> Reply:
     return Reply(status_code=response.status_code, headers=dict(response.headers), content=response.content)
 
@@ -149,9 +158,10 @@ class SyncTransport:
     """Blocking transport for workers."""
 
     def __init__(self, settings: TransportSettings, service: str, *, client: httpx.Client | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, limiter: TokenBucket | None = None) -> None:
         self.settings = settings
         self.service = service
+        self.limiter = limiter
         self._owns_client = client is None
         self._client = client or httpx.Client(timeout=settings.timeout())
         self._sleep = sleep
@@ -159,10 +169,13 @@ class SyncTransport:
     def call(self, op: Operation[T], *, retry: RetryPolicy | None = None) -> T:
         tracker = RetryTracker(op, retry or self.settings.retry)
         while True:
+            if op.paid and self.limiter is not None:
+                self.limiter.acquire(self._sleep)
             try:
                 return op.parse(self._send(op))
             except ServiceError as error:
                 delay = tracker.next_delay(error)
+                _pause_on_rate_limit(self.limiter, op, error, delay)
             self._sleep(delay)
 
     def _send(self, op: Operation[Any]) -> Reply:
@@ -184,19 +197,23 @@ class AsyncTransport:
     """Non-blocking transport for the triggerer's event loop; one client serves many concurrent polls."""
 
     def __init__(self, settings: TransportSettings, service: str, *,
-                 client: httpx.AsyncClient | None = None) -> None:
+                 client: httpx.AsyncClient | None = None, limiter: TokenBucket | None = None) -> None:
         self.settings = settings
         self.service = service
+        self.limiter = limiter
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(timeout=settings.timeout())
 
     async def call(self, op: Operation[T], *, retry: RetryPolicy | None = None) -> T:
         tracker = RetryTracker(op, retry or self.settings.retry)
         while True:
+            if op.paid and self.limiter is not None:
+                await self.limiter.aacquire()
             try:
                 return op.parse(await self._send(op))
             except ServiceError as error:
                 delay = tracker.next_delay(error)
+                _pause_on_rate_limit(self.limiter, op, error, delay)
             await asyncio.sleep(delay)
 
     async def _send(self, op: Operation[Any]) -> Reply:
