@@ -200,6 +200,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
         task_id = (parse_qs(urlsplit(self.path).query).get("taskId") or [""])[0]
         if not task_id:
             return 400, "taskId is required"
+        with self.state.lock:
+            self.state.polls_by_task[task_id] += 1
         task = self.state.tasks.get(task_id)
         if task is None or task.account != account.name:
             return 404, "Task not found"

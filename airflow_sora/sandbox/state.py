@@ -89,6 +89,7 @@ class SandboxState:
         self.tasks: dict[str, KieTask] = {}
         self.charges: list[Charge] = []
         self.requests: Counter[str] = Counter()
+        self.polls_by_task: Counter[str] = Counter()
         self.callbacks_sent: list[dict[str, Any]] = []
         self._creates: dict[str, deque[float]] = {}
         self._ids = itertools.count(1)
@@ -189,6 +190,7 @@ class SandboxState:
             self.tasks.clear()
             self.charges.clear()
             self.requests.clear()
+            self.polls_by_task.clear()
             self.callbacks_sent.clear()
             self._creates.clear()
             self.faults = Faults()

@@ -46,16 +46,15 @@ def test_all_succeed(sandbox_connections: SandboxServer, kie_config: ServiceConf
 
 def test_finished_tasks_are_not_polled_again(sandbox_connections: SandboxServer, kie_config: ServiceConfig) -> None:
     sandbox_connections.state.config.latency = 0.2
-    quick = submit(kie_config, VIDEO_URLS[:1])
+    quick = submit(kie_config, VIDEO_URLS[:2])
     sandbox_connections.state.config.latency = 1.2
-    slow = submit(kie_config, VIDEO_URLS[1:2])
-    time.sleep(0.25)
-    before = sandbox_connections.summary()["requests"].get("recordInfo", 0)
+    slow = submit(kie_config, VIDEO_URLS[2:3])
+    time.sleep(0.3)
     event = run_trigger(trigger(quick + slow))
-    polls = sandbox_connections.summary()["requests"]["recordInfo"] - before
+    polls = sandbox_connections.state.polls_by_task
     assert event["status"] == "success"
-    rounds_for_slow = polls - 1
-    assert rounds_for_slow >= 3  # the slow one needed several rounds; the quick one was polled once
+    assert [polls[t] for t in quick] == [1, 1]  # finished at the first look: never asked again
+    assert polls[slow[0]] >= 3  # while the slow one was polled round after round
 
 
 def test_a_failed_task_is_terminal(sandbox_connections: SandboxServer, kie_config: ServiceConfig) -> None:
