@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ class BatchSettings:
     resubmit_failed: bool = False
     callback_url: str | None = None
     landing_concurrency: int = 4
+    max_active_submissions: int = 100  # Kie runs "about 100+" tasks at once per account
+    poll_schedule: PollSchedule = field(default_factory=PollSchedule)
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
@@ -109,14 +112,30 @@ class BatchRun:
 
     # submitting -----------------------------------------------------------------------------------
     def submit_all(self, urls: list[str]) -> None:
+        """Submit in order, at the pace of the client's create bucket, with at most
+        ``max_active_submissions`` of this try's tasks running at the service at once."""
+        active: deque[str] = deque()
         for url in urls:
             if self.account_error is not None:
                 self._settle(url, VideoStatus.FAILED, self.store.load(url),
                              error=f"not submitted: {self.account_error}")
                 continue
-            self.submit(url)
+            while self.client.asynchronous and len(active) >= self.settings.max_active_submissions:
+                self._drain(active)
+            task_id = self.submit(url)
+            if task_id:
+                active.append(task_id)
 
-    def submit(self, url: str) -> None:
+    def _drain(self, active: deque[str]) -> None:
+        """Wait until at least one running task of this try finished (oldest first, polled once each)."""
+        for task_id in list(active):
+            if self.client.get_status(task_id).terminal:
+                active.remove(task_id)
+        if len(active) >= self.settings.max_active_submissions:
+            time.sleep(self.settings.poll_schedule.interval)
+
+    def submit(self, url: str) -> str | None:
+        """Create the remote work for one video; returns the task id to wait for, if any."""
         previous = self.store.load(url)
         creates = previous.creates if previous else 0
         attempts = 2 if self.settings.on_unknown_submit == "resubmit" else 1
@@ -133,13 +152,13 @@ class BatchRun:
                     creates += 1
                     continue
                 self._settle(url, VideoStatus.FAILED, record, error=_unknown_message(url))
-                return
+                return None
             except InvalidVideoUrlError as error:
                 self._settle(url, VideoStatus.REJECTED, self._close(record, Phase.REJECTED, error), error=str(error))
-                return
+                return None
             except TaskFailedError as error:  # SaveSora 5002: failed and refunded
                 self._settle(url, VideoStatus.FAILED, self._close(record, Phase.FAILED, error), error=str(error))
-                return
+                return None
             except ServiceError as error:
                 # Any other error reply means the service created nothing: safe to try again later.
                 closed = self._close(record, Phase.NOT_CREATED, error)
@@ -147,14 +166,15 @@ class BatchRun:
                     self.account_error = error
                 self._settle(url, VideoStatus.FAILED, closed, error=f"not submitted: {error}",
                              retryable=error.retryable)
-                return
+                return None
             record = self.store.save(record.model_copy(update={
                 "phase": Phase.SUBMITTED, "task_id": submission.task_id, "result": submission.result,
                 "error": None, "submitted_at": utcnow(),
             }))
             if submission.task_id:
                 self.on_submitted(submission.task_id)
-            return
+            return submission.task_id
+        return None
 
     def _close(self, record: VideoRecord, phase: Phase, error: Exception) -> VideoRecord:
         """Record a create that ended in an error reply; ``creates`` counts only what stayed charged."""

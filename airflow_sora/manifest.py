@@ -36,6 +36,7 @@ class Manifest(BaseModel):
     service: str
     output_path: str
     videos: list[VideoOutcome]
+    worker_seconds: float = 0.0  # time this task held a worker slot (deferral excluded)
 
     @property
     def counts(self) -> dict[str, int]:

@@ -57,6 +57,8 @@ class SoraWatermarkRemoverOperator(BaseOperator):
         ``fail`` reports it (default), ``resubmit`` pays for a new attempt, logged loudly.
     :param resubmit_failed: on a retry, create a new task for videos the service failed (a new charge).
     :param landing_concurrency: downloads in flight at once.
+    :param max_active_submissions: at most this many of the task's videos running at the service at once
+        (Kie runs about 100 per account); creates are also paced at the connection's rate limit.
     """
 
     template_fields: Sequence[str] = ("video_url", "output_path", "conn_id", "callback_url")
@@ -81,6 +83,7 @@ class SoraWatermarkRemoverOperator(BaseOperator):
         on_unknown_submit: OnUnknownSubmit = "fail",
         resubmit_failed: bool = False,
         landing_concurrency: int = 4,
+        max_active_submissions: int = 100,
         **kwargs: Any,
     ) -> None:
         if if_exists not in ("skip", "overwrite", "fail"):
@@ -106,13 +109,16 @@ class SoraWatermarkRemoverOperator(BaseOperator):
         self.on_unknown_submit = on_unknown_submit
         self.resubmit_failed = resubmit_failed
         self.landing_concurrency = landing_concurrency
+        self.max_active_submissions = max_active_submissions
 
     # entry points ---------------------------------------------------------------------------------
     def execute(self, context: Any) -> dict[str, Any]:
         urls, rejected = self._validated_urls()
+        started = time.monotonic()
         with self._batch(context) as batch:
             to_submit = batch.plan(urls)
             batch.submit_all(to_submit)
+            submit_seconds = time.monotonic() - started
             self._push_task_ids(context, batch, urls)
             waiting = batch.waiting_task_ids(urls)
             statuses: dict[str, TaskStatus] = {}
@@ -122,14 +128,17 @@ class SoraWatermarkRemoverOperator(BaseOperator):
                                            deadline=time.time() + self.timeout,
                                            poll_schedule=self._schedule().as_dict()),
                     method_name="execute_complete",
+                    kwargs={"worker_seconds": submit_seconds},
                     timeout=timedelta(seconds=self.timeout + 120),
                 )
             if waiting:
                 statuses = batch.poll_until_done(waiting, time.time() + self.timeout, self._schedule())
-            return self._report(context, batch, urls, rejected, batch.finish(urls, statuses))
+            outcomes = batch.finish(urls, statuses)
+            return self._report(context, batch, urls, rejected, outcomes, worker_seconds=time.monotonic() - started)
 
-    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+    def execute_complete(self, context: Any, event: dict[str, Any], worker_seconds: float = 0.0) -> dict[str, Any]:
         """Resume after the trigger: land what finished, from the durable records and the event."""
+        started = time.monotonic()
         urls, rejected = self._validated_urls()
         statuses = {task_id: TaskStatus.model_validate(s) for task_id, s in (event.get("tasks") or {}).items()}
         wait_error = None if event.get("status") == "success" else str(event.get("message"))
@@ -137,7 +146,9 @@ class SoraWatermarkRemoverOperator(BaseOperator):
             self.log.warning("Waiting for Kie ended with %s: %s", event.get("status"), wait_error)
         with self._batch(context) as batch:
             batch.plan(urls)  # settles landed/failed/rejected videos; nothing is submitted on resume
-            return self._report(context, batch, urls, rejected, batch.finish(urls, statuses, wait_error=wait_error))
+            outcomes = batch.finish(urls, statuses, wait_error=wait_error)
+            return self._report(context, batch, urls, rejected, outcomes,
+                                worker_seconds=worker_seconds + time.monotonic() - started)
 
     # pieces ---------------------------------------------------------------------------------------
     def _validated_urls(self) -> tuple[list[str], list[VideoOutcome]]:
@@ -178,9 +189,9 @@ class SoraWatermarkRemoverOperator(BaseOperator):
             context["ti"].xcom_push(key=TASK_IDS_KEY, value=ids)
 
     def _report(self, context: Any, batch: BatchRun, urls: list[str], rejected: list[VideoOutcome],
-                outcomes: list[VideoOutcome]) -> dict[str, Any]:
+                outcomes: list[VideoOutcome], *, worker_seconds: float) -> dict[str, Any]:
         manifest = Manifest(service=batch.client.service_name, output_path=str(batch.lander.output),
-                            videos=rejected + outcomes)
+                            videos=rejected + outcomes, worker_seconds=round(worker_seconds, 3))
         result = manifest.to_xcom()
         counts = manifest.counts
         self.log.info("Sora watermark removal: %s; %s credits charged", counts, result["credits_charged"])
@@ -253,7 +264,8 @@ class _BatchContext:
         settings = BatchSettings(
             if_exists=op.if_exists, keep_source=op.keep_source, on_unknown_submit=op.on_unknown_submit,
             resubmit_failed=op.resubmit_failed, callback_url=op.callback_url,
-            landing_concurrency=op.landing_concurrency,
+            landing_concurrency=op.landing_concurrency, max_active_submissions=op.max_active_submissions,
+            poll_schedule=op._schedule(),
             provenance={"airflow": {**scope.as_dict(), "try_number": getattr(ti, "try_number", None)}},
         )
         return BatchRun(self.client, VideoStateStore(output, scope), self.lander, settings,

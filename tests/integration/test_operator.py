@@ -194,3 +194,15 @@ class TestSaveSora:
         result = run_try(operator(local_output(tmp_path), VIDEO_URLS[:3], conn_id="ss_bad"))
         assert isinstance(result.error, AirflowFailException) and "invalid api_key" in str(result.error)
         assert sandbox.summary()["requests"]["download"] == 1  # stopped at the first permanent error
+
+
+def test_never_more_than_max_active_submissions_running(sandbox_connections: SandboxServer, tmp_path: Path) -> None:
+    sandbox_connections.state.config.latency = 0.4
+    sandbox_connections.state.config.latency_jitter = 0.0
+    result = run_try(operator(local_output(tmp_path), VIDEO_URLS[:6], max_active_submissions=2))
+    assert result.error is None and result.value["counts"]["landed"] == 6
+    assert result.value["worker_seconds"] > 0
+    tasks = sorted(sandbox_connections.state.tasks.values(), key=lambda t: t.created)
+    for task in tasks:
+        running = [t for t in tasks if t.created <= task.created < t.created + t.latency]
+        assert len(running) <= 2
