@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import queue
 import re
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -186,16 +188,66 @@ class ResultLander:
         if response.status_code != 200:
             raise ResultDownloadError(f"result link for {target.name} answered HTTP {response.status_code}")
         expected = response.headers.get("content-length")
-        digest, size, head = hashlib.sha256(), 0, b""
-        with publish(target) as publication:
+        size, head = 0, b""
+        with publish(target) as publication, HashingWriter(publication.write) as writer:
             for chunk in response.iter_bytes(self.chunk_size):
                 if len(head) < 8:
                     head += chunk[: 8 - len(head)]
-                digest.update(chunk)
+                writer.write(chunk)
                 size += len(chunk)
-                publication.write(chunk)
+            digest = writer.finish()
             if expected is not None and size != int(expected):
                 raise ResultDownloadError(f"{target.name}: truncated download ({size} of {expected} bytes)")
             if size == 0 or not looks_like_mp4(head):
                 raise ResultDownloadError(f"{target.name}: the downloaded file is not an MP4 ({size} bytes)")
-        return LandedObject(uri=str(target), size=size, sha256=digest.hexdigest())
+        return LandedObject(uri=str(target), size=size, sha256=digest)
+
+
+class HashingWriter:
+    """Hash and write in a helper thread, so the download never waits for a part upload or the hash.
+
+    Hashing, socket reads and storage writes all release the GIL, so they overlap on separate cores. The
+    queue is bounded: memory stays at a few chunks whatever the file size. A write error surfaces on the
+    next ``write`` or in ``finish``.
+    """
+
+    def __init__(self, sink: Callable[[bytes], None], depth: int = 4) -> None:
+        self._sink = sink
+        self._digest = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="sora-landing-writer", daemon=True)
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain without writing, so the producer never blocks
+            try:
+                self._digest.update(chunk)
+                self._sink(chunk)
+            except BaseException as error:  # re-raised in the producer's thread
+                self._error = error
+
+    def __enter__(self) -> HashingWriter:
+        self._thread.start()
+        return self
+
+    def write(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(chunk)
+
+    def finish(self) -> str:
+        """Wait for every chunk to be written; return the hex SHA-256."""
+        self._stop()
+        if self._error is not None:
+            raise self._error
+        return self._digest.hexdigest()
+
+    def _stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop()

@@ -16,6 +16,8 @@ from typing import IO, Any
 from airflow.sdk import ObjectStoragePath
 
 LOCAL_PROTOCOLS = {"file", "local", ""}
+#: Multipart part size for remote stores: bounds the memory a landing holds, whatever the file size.
+PART_SIZE = 8 * 1024 * 1024
 
 
 def is_local(path: ObjectStoragePath) -> bool:
@@ -42,7 +44,7 @@ class Publication:
             self._temp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{uuid.uuid4().hex}.part")
             self.handle: IO[bytes] = open(self._temp, "wb")  # noqa: SIM115 - closed in commit/discard
         else:
-            self.handle = target.fs.open(fs_path(target), "wb", autocommit=False)
+            self.handle = target.fs.open(fs_path(target), "wb", autocommit=False, block_size=PART_SIZE)
 
     def write(self, data: bytes) -> None:
         self.handle.write(data)
