@@ -26,6 +26,7 @@ from airflow_sora.triggers.kie import KieTaskTrigger
 
 MANIFEST_KEY = "manifest"
 TASK_IDS_KEY = "kie_task_ids"
+SUBMIT_SECONDS_KEY = "submit_seconds"
 
 
 def asset_for_output(output_path: str) -> Asset | None:
@@ -123,12 +124,13 @@ class SoraWatermarkRemoverOperator(BaseOperator):
             waiting = batch.waiting_task_ids(urls)
             statuses: dict[str, TaskStatus] = {}
             if waiting and self.deferrable:
+                # XCom survives a deferral within one try (``airflow dags test`` drops defer kwargs).
+                context["ti"].xcom_push(key=SUBMIT_SECONDS_KEY, value=round(submit_seconds, 3))
                 self.defer(
                     trigger=KieTaskTrigger(task_ids=waiting, conn_id=self.conn_id,
                                            deadline=time.time() + self.timeout,
                                            poll_schedule=self._schedule().as_dict()),
                     method_name="execute_complete",
-                    kwargs={"worker_seconds": submit_seconds},
                     timeout=timedelta(seconds=self.timeout + 120),
                 )
             if waiting:
@@ -136,9 +138,12 @@ class SoraWatermarkRemoverOperator(BaseOperator):
             outcomes = batch.finish(urls, statuses)
             return self._report(context, batch, urls, rejected, outcomes, worker_seconds=time.monotonic() - started)
 
-    def execute_complete(self, context: Any, event: dict[str, Any], worker_seconds: float = 0.0) -> dict[str, Any]:
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger: land what finished, from the durable records and the event."""
         started = time.monotonic()
+        ti = context["ti"]
+        worker_seconds = float(ti.xcom_pull(task_ids=ti.task_id, key=SUBMIT_SECONDS_KEY,
+                                            map_indexes=getattr(ti, "map_index", None)) or 0.0)
         urls, rejected = self._validated_urls()
         statuses = {task_id: TaskStatus.model_validate(s) for task_id, s in (event.get("tasks") or {}).items()}
         wait_error = None if event.get("status") == "success" else str(event.get("message"))

@@ -27,6 +27,10 @@ class TaskInstanceStandIn:
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcom[key] = value
 
+    def xcom_pull(self, task_ids: str, key: str, map_indexes: int | None = None) -> Any:
+        assert task_ids == self.task_id and map_indexes == self.map_index
+        return self.xcom.get(key)
+
 
 @dataclass
 class TryResult:
