@@ -22,6 +22,17 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -m "not deployment"
 
+## test-airflow-3.1: the unit and integration tests again on the oldest supported Airflow (3.1)
+VENV31 := .venv-3.1
+$(VENV31)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV31)
+	$(VENV31)/bin/python -m pip install --quiet --upgrade pip uv
+	$(VENV31)/bin/uv pip install --quiet --python $(VENV31)/bin/python "apache-airflow==3.1.8" -e ".[dev]"
+	touch $(VENV31)/.installed
+
+test-airflow-3.1: $(VENV31)/.installed
+	$(VENV31)/bin/python -m pytest -p no:cacheprovider tests/unit tests/integration
+
 ## test-deployment: the real scheduler/triggerer/worker deployment tests (need PostgreSQL and Redis)
 test-deployment: $(STAMP)
 	$(BIN)/python -m pytest -m deployment
@@ -39,4 +50,4 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .airflow output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV31) .airflow output .pytest_cache .mypy_cache .ruff_cache

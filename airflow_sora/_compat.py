@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 try:  # Airflow >= 3.2 (task SDK)
-    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 except ImportError:  # Airflow 3.1
-    from airflow.exceptions import AirflowException, AirflowFailException  # type: ignore[no-redef]
+    from airflow.exceptions import (  # type: ignore[no-redef]
+        AirflowException,
+        AirflowFailException,
+        TaskDeferred,
+    )
 
-__all__ = ["AirflowException", "AirflowFailException"]
+__all__ = ["AirflowException", "AirflowFailException", "TaskDeferred"]

@@ -10,8 +10,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow.sdk.exceptions import TaskDeferred
-
+from airflow_sora._compat import TaskDeferred
 from airflow_sora.triggers.kie import KieTaskTrigger
 
 

@@ -59,9 +59,27 @@ def test_airflow_providers_manager_sees_both_connection_types() -> None:
 
     manager = ProvidersManager()
     assert "airflow-provider-sora" in manager.providers
-    hooks = manager.hooks
-    assert hooks["kie"].hook_class_name == "airflow_sora.hooks.KieHook"  # type: ignore[union-attr]
-    assert hooks["savesora"].connection_type == "savesora"  # type: ignore[union-attr]
-    behaviours = manager.field_behaviours
-    assert behaviours["kie"]["relabeling"]["password"] == "API key"
-    assert "login" in behaviours["savesora"]["hidden_fields"]
+    for conn_type, hook in (("kie", "KieHook"), ("savesora", "SaveSoraHook")):
+        info = manager.hooks[conn_type]
+        assert info is not None and info.hook_class_name == f"airflow_sora.hooks.{hook}"
+
+
+def test_the_ui_connection_form_metadata() -> None:
+    """What the UI's "add connection" form is built from: provider info on 3.2+, the legacy methods on 3.1."""
+    import subprocess
+    import sys
+
+    # A fresh process, as the api-server is: the metadata is cached per process on first use.
+    code = ("import json\nfrom airflow.api_fastapi.core_api.services.ui.connections import HookMetaService\n"
+            "print(json.dumps({m.connection_type: m.model_dump(mode='json') for m in HookMetaService.hook_meta_data()"
+            " if m.connection_type in ('kie', 'savesora')}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    forms = json.loads(out.stdout.strip().splitlines()[-1])
+    for conn_type, base_url in (("kie", "https://api.kie.ai"), ("savesora", "https://savesora.com")):
+        fields = forms[conn_type]["standard_fields"]
+        assert fields["password"]["title"] == "API key" and not fields["password"]["hidden"]
+        assert fields["host"] == {"hidden": False, "title": "Base URL", "placeholder": base_url}
+        assert all(fields[name]["hidden"] for name in ("login", "port", "url_schema"))
+        assert "read_timeout" in forms[conn_type]["extra_fields"]
+    assert "upload_method" in forms["kie"]["extra_fields"]
+    assert "upload_method" not in forms["savesora"]["extra_fields"]

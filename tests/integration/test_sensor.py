@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
 
-from airflow_sora._compat import AirflowFailException
+from airflow_sora._compat import AirflowFailException, TaskDeferred
 from airflow_sora.sandbox import SandboxServer
 from airflow_sora.sensors import KieTaskSensor
 from airflow_sora.services import KieClient, ServiceConfig
