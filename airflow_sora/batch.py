@@ -75,6 +75,9 @@ class BatchRun:
             phase = record.phase if record else None
             if record and phase is Phase.LANDED and self.lander.existing(post_id_from_url(url), url):
                 self._settle(url, VideoStatus.LANDED, record)
+            elif record and phase is Phase.LANDED and record.result is not None:
+                # Paid for in this run but the object is gone: land it again from the known result, free.
+                self.store.save(record.model_copy(update={"phase": Phase.SUBMITTED}))
             elif record and phase is Phase.SUBMITTED:
                 continue  # paid for already: resume it
             elif record and phase is Phase.INTENT:

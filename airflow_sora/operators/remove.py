@@ -158,7 +158,7 @@ class SoraWatermarkRemoverOperator(BaseOperator):
     # pieces ---------------------------------------------------------------------------------------
     def _validated_urls(self) -> tuple[list[str], list[VideoOutcome]]:
         """De-duplicate (order kept) and validate every URL before anything is spent."""
-        raw = [self.video_url] if isinstance(self.video_url, str) else list(self.video_url or [])
+        raw = _as_list(self.video_url)
         urls: list[str] = []
         rejected: list[VideoOutcome] = []
         for url in dict.fromkeys(str(u) if not isinstance(u, str) else u for u in raw):
@@ -242,6 +242,22 @@ class SoraWatermarkRemoverOperator(BaseOperator):
                     for u in urls],
             outputs=[Dataset(namespace=f"{protocol or 'file'}://", name=str(output.path))],
         )
+
+
+def _as_list(value: Any) -> list[Any]:
+    """One URL, a list, or a list rendered as text (a template without ``render_template_as_native_obj``)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("[") and text.endswith("]"):
+            import ast
+
+            try:
+                parsed = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                return [value]
+            return list(parsed) if isinstance(parsed, (list, tuple)) else [value]
+        return [value]
+    return list(value or [])
 
 
 class _BatchContext:

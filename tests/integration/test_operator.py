@@ -206,3 +206,19 @@ def test_never_more_than_max_active_submissions_running(sandbox_connections: San
     for task in tasks:
         running = [t for t in tasks if t.created <= task.created < t.created + t.latency]
         assert len(running) <= 2
+
+
+def test_a_list_rendered_as_text_is_still_a_list(sandbox_connections: SandboxServer, tmp_path: Path) -> None:
+    result = run_try(operator(local_output(tmp_path), str(VIDEO_URLS[:2])))
+    assert result.error is None and result.value["counts"]["landed"] == 2
+
+
+def test_a_deleted_output_is_landed_again_without_a_new_charge(sandbox_connections: SandboxServer,
+                                                               tmp_path: Path) -> None:
+    output = local_output(tmp_path)
+    run_try(operator(output, VIDEO_URLS[0]))
+    (tmp_path / "clean" / f"{post_id(VIDEO_URLS[0])}.mp4").unlink()
+    again = run_try(operator(output, VIDEO_URLS[0]), TaskInstanceStandIn(try_number=2))
+    assert again.error is None and again.value["counts"]["landed"] == 1
+    assert_landed(output, VIDEO_URLS[0], "kie")
+    assert charges_by_video(sandbox_connections) == {VIDEO_URLS[0]: 1}
