@@ -49,6 +49,8 @@ class BatchSettings:
     callback_url: str | None = None
     landing_concurrency: int = 4
     max_active_submissions: int = 100  # Kie runs "about 100+" tasks at once per account
+    submit_passes: int = 3  # passes over creates that got a transient error reply (nothing was created)
+    submit_pass_delay: float = 2.0
     poll_schedule: PollSchedule = field(default_factory=PollSchedule)
     provenance: dict[str, Any] = field(default_factory=dict)
 
@@ -116,8 +118,32 @@ class BatchRun:
     # submitting -----------------------------------------------------------------------------------
     def submit_all(self, urls: list[str]) -> None:
         """Submit in order, at the pace of the client's create bucket, with at most
-        ``max_active_submissions`` of this try's tasks running at the service at once."""
+        ``max_active_submissions`` of this try's tasks running at the service at once.
+
+        Creates the service answered with a transient error reply (5xx, 455, 429 after the client's own
+        retries) created nothing, so they get a few more passes in this try before Airflow's retry is spent.
+        """
         active: deque[str] = deque()
+        pending = list(urls)
+        for attempt in range(self.settings.submit_passes):
+            if attempt:
+                time.sleep(self.settings.submit_pass_delay * attempt)
+                log.warning("Resubmitting %d video(s) whose create got a transient error reply", len(pending))
+                for url in pending:
+                    del self.outcomes[url]
+            self._submit_pass(pending, active)
+            pending = [u for u in pending if self._not_created_transiently(u)]
+            if not pending or self.account_error is not None:
+                return
+
+    def _not_created_transiently(self, url: str) -> bool:
+        outcome = self.outcomes.get(url)
+        if outcome is None or not outcome.retryable:
+            return False
+        record = self.store.load(url)
+        return record is not None and record.phase is Phase.NOT_CREATED
+
+    def _submit_pass(self, urls: list[str], active: deque[str]) -> None:
         for url in urls:
             if self.account_error is not None:
                 self._settle(url, VideoStatus.FAILED, self.store.load(url),

@@ -138,12 +138,23 @@ def test_transient_create_errors_raise_for_an_airflow_retry(sandbox_connections:
                                                             tmp_path: Any) -> None:
     from airflow_sora._compat import AirflowException, AirflowFailException
 
-    sandbox_connections.set_faults(endpoints=["createTask"], server_error={"count": 1})
+    sandbox_connections.set_faults(endpoints=["createTask"], server_error={"rate": 1.0})
     output = f"file://{tmp_path}/out/"
     first = run_try(operator(output))
     assert isinstance(first.error, AirflowException) and not isinstance(first.error, AirflowFailException)
+    assert sandbox_connections.summary()["requests"]["createTask"] == 9  # three passes over three videos
+    sandbox_connections.set_faults(server_error={"rate": 0.0})
     retry = run_try(operator(output), TaskInstanceStandIn(try_number=2))
     assert retry.error is None and retry.value["counts"]["landed"] == 3
+    assert sandbox_connections.summary()["charges_by_video"] == {u: 1 for u in URLS}
+
+
+def test_a_transient_create_error_is_resubmitted_within_the_try(sandbox_connections: SandboxServer,
+                                                                tmp_path: Any) -> None:
+    sandbox_connections.set_faults(endpoints=["createTask"], server_error={"count": 1}, maintenance={"count": 1})
+    result = run_try(operator(f"file://{tmp_path}/out/"))
+    assert result.error is None and result.value["counts"]["landed"] == 3
+    assert sandbox_connections.summary()["requests"]["createTask"] == 5
     assert sandbox_connections.summary()["charges_by_video"] == {u: 1 for u in URLS}
 
 
