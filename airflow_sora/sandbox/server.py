@@ -331,6 +331,14 @@ class SandboxHandler(BaseHTTPRequestHandler):
             with state.lock:
                 state.faults = Faults.model_validate({**state.faults.model_dump(), **body})
             return self._send_json(200, state.faults.model_dump())
+        if method == "POST" and name == "config":
+            body = self._json_body() or {}
+            with state.lock:
+                for key, value in body.items():
+                    if not hasattr(state.config, key):
+                        return self._send_json(400, {"error": f"unknown setting {key}"})
+                    setattr(state.config, key, type(getattr(state.config, key) or value)(value))
+            return self._send_json(200, {"ok": True})
         if method == "POST" and name == "accounts":
             body = self._json_body() or {}
             account = state.add_account(body["api_key"], float(body.get("credits", 0)), body.get("name"))

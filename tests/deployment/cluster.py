@@ -19,7 +19,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,10 +83,8 @@ class Process:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the whole process group (Airflow components fork children)."""
         if self.alive():
-            try:
+            with suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, sig)
-            except ProcessLookupError:
-                pass
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)
@@ -104,7 +102,9 @@ class Deployment:
     worker_concurrency: int = 4
     sandbox_args: list[str] = field(default_factory=list)
     api_keys: dict[str, str] = field(default_factory=lambda: {
-        "kie": "kie-DEPLOY-SECRET-" + secrets.token_hex(6), "savesora": "savesora-DEPLOY-SECRET-" + secrets.token_hex(6)})
+        "kie": "kie-DEPLOY-SECRET-" + secrets.token_hex(6),
+        "savesora": "savesora-DEPLOY-SECRET-" + secrets.token_hex(6),
+    })
     extra_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
 
@@ -187,10 +187,8 @@ class Deployment:
             process.stop()
         if self.executor == "CeleryExecutor":
             subprocess.run(["redis-cli", "-h", REDIS[0], "-n", str(self.redis_db), "FLUSHDB"], capture_output=True)
-        try:
+        with suppress(subprocess.CalledProcessError):
             _psql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-        except subprocess.CalledProcessError:
-            pass
 
     # REST API ---------------------------------------------------------------------------------------
     def token(self) -> str:
@@ -236,6 +234,20 @@ class Deployment:
             return None
         value = response.json()["value"]
         return json.loads(value) if isinstance(value, str) and value[:1] in "[{" else value
+
+    def sql(self, query: str) -> str:
+        """Rows of a query on the metadata DB, as text."""
+        out = subprocess.run(["psql", "-h", PG[0], "-p", str(PG[1]), "-U", "postgres", "-d", self.database, "-At",
+                              "-c", query], capture_output=True, text=True, check=True)
+        return out.stdout
+
+    def trigger_kwargs(self) -> list[dict[str, Any]]:
+        """The decrypted kwargs of every trigger row, read through Airflow's own model."""
+        code = ("import json\nfrom airflow.models.trigger import Trigger\nfrom airflow.utils.session import "
+                "create_session\nwith create_session() as s:\n    print(json.dumps([{'classpath': t.classpath, "
+                "'kwargs': t.kwargs} for t in s.query(Trigger)], default=str))\n")
+        out = subprocess.run([sys.executable, "-c", code], env=self.env(), capture_output=True, text=True, check=True)
+        return list(json.loads(out.stdout.strip().splitlines()[-1]))
 
     def logs_text(self) -> str:
         """Every log this deployment wrote: component logs and task logs."""

@@ -1,0 +1,71 @@
+"""One real deployment for the whole deployment suite: Celery workers, PostgreSQL, Redis, sandbox, S3."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deployment.cluster import Deployment, missing_services
+from tests.deployment.services import S3Process, SandboxProcess
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+BUCKET = "chaos"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reason = missing_services()
+    for item in items:
+        if "tests/deployment/" in str(item.fspath).replace("\\", "/"):
+            item.add_marker(pytest.mark.deployment)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=f"deployment tests need PostgreSQL and Redis: {reason}"))
+
+
+@dataclass
+class Cluster:
+    deployment: Deployment
+    sandbox: SandboxProcess
+    s3: S3Process
+    results: list[dict[str, Any]] = field(default_factory=list)
+    trigger_rows: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def keys(self) -> dict[str, str]:
+        return self.deployment.api_keys
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    deployment = Deployment(executor="CeleryExecutor", workers=2, worker_concurrency=4)
+    keys = deployment.api_keys
+    sandbox = SandboxProcess.start({keys["kie"]: 1_000_000, keys["savesora"]: 100_000},
+                                   "--latency", "1.0", "--latency-jitter", "0.3", "--invisible-for", "0.3")
+    s3 = S3Process.start()
+    s3.create_bucket(BUCKET)
+    deployment.extra_env.update({
+        "AIRFLOW_CONN_KIE_DEFAULT": sandbox.connection("kie", keys["kie"], max_retries=8),
+        # creates paced at 2/s: a worker killed "while creating" is almost always between two creates
+        "AIRFLOW_CONN_KIE_PACED": sandbox.connection("kie", keys["kie"], create_limit=4, create_window=2),
+        "AIRFLOW_CONN_SAVESORA_DEFAULT": sandbox.connection("savesora", keys["savesora"]),
+        "AIRFLOW_CONN_AWS_DEFAULT": s3.connection(),
+    })
+    try:
+        deployment.start()
+        for dag_id in ("sora_watermark_batch", "sora_watermark_mapped"):
+            deployment.wait_for_dag(dag_id)
+        state = Cluster(deployment, sandbox, s3)
+        yield state
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "chaos-results.json").write_text(json.dumps(state.results, indent=2))
+    finally:
+        time.sleep(0.5)
+        deployment.stop()
+        sandbox.stop()
+        s3.stop()

@@ -1,0 +1,338 @@
+"""Chaos on a real deployment: faults at the service, killed processes, operator actions.
+
+After every case the invariants are checked from the sandbox's charge log and the bucket listing: each video
+is charged at most once per logical run (exactly once when it landed), ends landed or reported with a reason,
+no partial or zero-byte object sits at a final key, every landed object has a sidecar whose sha256 matches,
+and the run's final state is what the faults justify.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import signal
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from airflow_sora.sandbox.faults import Faults
+from tests.deployment.cluster import wait_for
+from tests.deployment.conftest import BUCKET, Cluster
+
+pytestmark = [pytest.mark.deployment, pytest.mark.timeout(900)]
+BATCH, MAPPED = "sora_watermark_batch", "sora_watermark_mapped"
+_case_numbers = itertools.count(1)
+
+
+def case_urls(count: int = 6) -> list[str]:
+    number = next(_case_numbers)
+    return [f"https://sora.chatgpt.com/p/s_{number:04x}{i:028x}" for i in range(1, count + 1)]
+
+
+def set_faults(cluster: Cluster, **faults: Any) -> None:
+    """Replace every fault switch: the defaults (no fault) plus ``faults``."""
+    cluster.sandbox.set_faults(**{**Faults().model_dump(), **faults})
+
+
+def sandbox_config(cluster: Cluster, **settings: Any) -> None:
+    httpx.post(f"{cluster.sandbox.url}/_sandbox/config", json=settings).raise_for_status()
+
+
+def remove_task_instances(cluster: Cluster, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    return [t for t in cluster.deployment.task_instances(dag_id, run_id) if t["task_id"].startswith("remove")]
+
+
+def manifests(cluster: Cluster, dag_id: str, run_id: str) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    found = []
+    for ti in remove_task_instances(cluster, dag_id, run_id):
+        manifest = None
+        for key in ("return_value", "manifest"):
+            manifest = cluster.deployment.xcom(dag_id, run_id, ti["task_id"], key, ti.get("map_index", -1))
+            if manifest:
+                break
+        found.append((ti, manifest))
+    return found
+
+
+def check_invariants(cluster: Cluster, name: str, dag_id: str, runs: list[str], urls: list[str], prefix: str,
+                     *, faults: str, runs_per_url: int = 1) -> dict[str, Any]:
+    charges = Counter(c["video_url"] for c in cluster.sandbox.charges() if not c["refunded"] and c["video_url"] in urls)
+    objects = {k: v for k, v in cluster.s3.objects(BUCKET).items() if k.startswith(prefix) and "/_state/" not in k}
+    assert all(size > 0 for size in objects.values()), f"zero-byte object under {prefix}: {objects}"
+    landed: set[str] = set()
+    for key in (k for k in objects if k.endswith(".mp4") and not k.endswith(".source.mp4")):
+        sidecar_key = key[: -len(".mp4")] + ".json"
+        assert sidecar_key in objects, f"{key} has no sidecar"
+        sidecar = json.loads(cluster.s3.read(BUCKET, sidecar_key))
+        body = cluster.s3.read(BUCKET, key)
+        assert hashlib.sha256(body).hexdigest() == sidecar["sha256"] and len(body) == sidecar["size"], key
+        assert sidecar["ai_generated"] is True
+        landed.add(sidecar["source_url"])
+    reported: dict[str, str] = {}
+    for run_id in runs:
+        for ti, manifest in manifests(cluster, dag_id, run_id):
+            if manifest:
+                for video in manifest["videos"]:
+                    if video["status"] in ("failed", "rejected"):
+                        assert video["error"], video
+                        reported.setdefault(video["video_url"], video["error"])
+            elif ti["state"] != "success":
+                video_url = ti.get("rendered_map_index") if dag_id == MAPPED else None
+                for url in [video_url] if video_url in urls else urls:
+                    reported.setdefault(url, f"task {ti['task_id']} ended {ti['state']}")
+    lost = [u for u in urls if u not in landed and u not in reported]
+    duplicates = sum(max(0, n - runs_per_url) for n in charges.values())
+    assert not lost, f"lost without a reason: {lost}"
+    assert duplicates == 0, f"charged more than once per run: {charges}"
+    for url in landed:
+        assert charges[url] >= 1, f"{url} landed but was never charged"
+    row = {"case": name, "faults": faults, "runs": len(runs), "videos": len(urls),
+           "charged": sum(charges.values()), "landed": len(landed & set(urls)), "reported": len(reported),
+           "lost": len(lost), "duplicates": duplicates,
+           "states": [cluster.deployment.run_state(dag_id, r) for r in runs]}
+    cluster.results.append(row)
+    return row
+
+
+def run_case(cluster: Cluster, name: str, *, faults: dict[str, Any], expect: str = "success", dag_id: str = BATCH,
+             conf: dict[str, Any] | None = None, action: Callable[[Cluster, str, list[str]], None] | None = None,
+             urls: list[str] | None = None, description: str | None = None) -> dict[str, Any]:
+    urls = urls or case_urls()
+    prefix = f"{name}/"
+    set_faults(cluster, **faults)
+    run_id = cluster.deployment.trigger(dag_id, {"video_urls": urls, "output_path": f"s3://aws_default@{BUCKET}/{prefix}",
+                                                 **(conf or {})})
+    cluster.runs.append((dag_id, run_id))
+    try:
+        if action:
+            action(cluster, run_id, urls)
+        state = cluster.deployment.wait_for_run(dag_id, run_id, timeout=600)
+    finally:
+        set_faults(cluster)
+    row = check_invariants(cluster, name, dag_id, [run_id], urls, prefix, faults=description or json.dumps(faults))
+    assert state == expect, f"{name}: run ended {state}, expected {expect}; {row}"
+    return row
+
+
+# faults at the service -------------------------------------------------------------------------------------
+def test_429_storm(cluster: Cluster) -> None:
+    row = run_case(cluster, "storm429", faults={"rate_limit": {"rate": 0.5}, "retry_after": 0.2},
+                   description="429 on half of all calls")
+    assert row["landed"] == row["videos"]
+
+
+def test_ten_percent_5xx(cluster: Cluster) -> None:
+    row = run_case(cluster, "errors5xx", faults={"server_error": {"rate": 0.1}, "error_style": "status"},
+                   description="10% HTTP 500 on all calls")
+    assert row["landed"] == row["videos"]
+
+
+def test_maintenance_window(cluster: Cluster) -> None:
+    row = run_case(cluster, "maintenance455", faults={"maintenance": {"count": 6}},
+                   description="455 for the first 6 calls")
+    assert row["landed"] == row["videos"]
+
+
+def test_slow_replies(cluster: Cluster) -> None:
+    row = run_case(cluster, "slow", faults={"slow_reply": {"rate": 0.3}, "slow_seconds": 2.0},
+                   description="30% of replies 2 s late")
+    assert row["landed"] == row["videos"]
+
+
+def test_connection_resets_on_reads(cluster: Cluster) -> None:
+    row = run_case(cluster, "resets", faults={"connection_reset": {"rate": 0.2},
+                                              "endpoints": ["recordInfo", "download-url", "credit"]},
+                   description="20% connection resets on polls and credit checks")
+    assert row["landed"] == row["videos"]
+
+
+def test_connection_reset_on_a_create_is_reported_not_repaid(cluster: Cluster) -> None:
+    row = run_case(cluster, "create_reset", faults={"connection_reset": {"count": 1}, "endpoints": ["createTask"]},
+                   expect="failed", description="one create's connection reset after sending")
+    assert row["landed"] == row["videos"] - 1 and row["reported"] == 1
+
+
+def test_non_json_replies(cluster: Cluster) -> None:
+    row = run_case(cluster, "nonjson", faults={"non_json": {"rate": 0.15}},
+                   description="15% Cloudflare-style HTML pages")
+    assert row["landed"] == row["videos"]
+
+
+def test_tasks_failing_at_the_service(cluster: Cluster) -> None:
+    urls = case_urls()
+    row = run_case(cluster, "taskfail", faults={"fail_video_urls": urls[:2]}, urls=urls, expect="failed",
+                   description="2 of 6 tasks fail at the service")
+    assert row["landed"] == 4 and row["reported"] == 2
+
+
+def test_expired_result_links(cluster: Cluster) -> None:
+    row = run_case(cluster, "expired", faults={"expire_links": {"rate": 1.0}},
+                   description="every result link already expired")
+    assert row["landed"] == row["videos"]
+
+
+def test_truncated_downloads(cluster: Cluster) -> None:
+    row = run_case(cluster, "truncated", faults={"truncate_download": {"count": 2}},
+                   description="2 downloads cut short")
+    assert row["landed"] == row["videos"]
+
+
+def test_mapped_under_faults(cluster: Cluster) -> None:
+    row = run_case(cluster, "mapped", dag_id=MAPPED,
+                   faults={"server_error": {"rate": 0.1}, "rate_limit": {"rate": 0.2}},
+                   description="mapped DAG, 10% 500 and 20% 429")
+    assert row["landed"] == row["videos"]
+
+
+# killed processes -------------------------------------------------------------------------------------------
+def wait_charges(cluster: Cluster, urls: list[str], at_least: int, timeout: float = 120) -> None:
+    wait_for(lambda: sum(c["video_url"] in urls for c in cluster.sandbox.charges()) >= at_least, timeout,
+             f"{at_least} charges")
+
+
+def kill_workers(cluster: Cluster) -> None:
+    deployment = cluster.deployment
+    for name in [n for n in deployment.processes if n.startswith("worker-")]:
+        deployment.processes[name].kill(signal.SIGKILL)
+    for index, name in enumerate(sorted(n for n in deployment.processes if n.startswith("worker-"))):
+        deployment.processes[name].popen.wait(30)
+        deployment.start_worker(index)
+
+
+def test_worker_killed_while_creating(cluster: Cluster) -> None:
+    def kill_mid_submission(cluster: Cluster, run_id: str, urls: list[str]) -> None:
+        wait_charges(cluster, urls, 3)
+        kill_workers(cluster)
+
+    row = run_case(cluster, "kill_creating", faults={}, conf={"conn_id": "kie_paced"}, urls=case_urls(10),
+                   action=kill_mid_submission, description="SIGKILL both Celery workers after 3 of 10 creates")
+    assert row["landed"] == row["videos"]
+
+
+def test_worker_killed_while_landing(cluster: Cluster) -> None:
+    def kill_mid_landing(cluster: Cluster, run_id: str, urls: list[str]) -> None:
+        wait_for(lambda: cluster.sandbox.summary()["requests"].get("files", 0) >= 1, 180, "a download")
+        kill_workers(cluster)
+
+    sandbox_config(cluster, result_size=48 * 1024 * 1024)
+    try:
+        row = run_case(cluster, "kill_landing", faults={}, action=kill_mid_landing,
+                       description="SIGKILL both Celery workers during 48 MiB downloads")
+    finally:
+        sandbox_config(cluster, result_size=32 * 1024)
+    assert row["landed"] == row["videos"]
+
+
+def wait_deferred(cluster: Cluster, dag_id: str, run_id: str) -> None:
+    wait_for(lambda: any(t["state"] == "deferred" for t in remove_task_instances(cluster, dag_id, run_id)), 180,
+             "the remove task to defer")
+
+
+def test_triggerer_killed_while_deferred(cluster: Cluster) -> None:
+    def kill_triggerer(cluster: Cluster, run_id: str, urls: list[str]) -> None:
+        wait_deferred(cluster, BATCH, run_id)
+        rows = wait_for(lambda: cluster.deployment.trigger_kwargs(), 60, "the trigger row")
+        cluster.trigger_rows.extend(rows)
+        assert rows[0]["classpath"] == "airflow_sora.triggers.kie.KieTaskTrigger"
+        assert set(rows[0]["kwargs"]) == {"task_ids", "conn_id", "deadline", "poll_schedule",
+                                          "max_consecutive_errors", "max_in_flight"}
+        cluster.deployment.processes["triggerer"].kill(signal.SIGKILL)
+        cluster.deployment.processes["triggerer"].popen.wait(30)
+        cluster.deployment.start_component("triggerer", ["triggerer"])
+
+    sandbox_config(cluster, latency=8.0)
+    try:
+        row = run_case(cluster, "kill_triggerer", faults={}, action=kill_triggerer,
+                       description="SIGKILL the triggerer while the batch is deferred; start a new one")
+    finally:
+        sandbox_config(cluster, latency=1.0)
+    assert row["landed"] == row["videos"]
+
+
+def test_scheduler_restarted_mid_run(cluster: Cluster) -> None:
+    def restart_scheduler(cluster: Cluster, run_id: str, urls: list[str]) -> None:
+        wait_charges(cluster, urls, 1)
+        cluster.deployment.processes["scheduler"].stop()
+        cluster.deployment.start_component("scheduler", ["scheduler"])
+
+    row = run_case(cluster, "restart_scheduler", faults={}, action=restart_scheduler,
+                   description="restart the scheduler mid-run")
+    assert row["landed"] == row["videos"]
+
+
+# operator actions ------------------------------------------------------------------------------------------
+def test_clear_a_finished_task_and_rerun(cluster: Cluster) -> None:
+    urls = case_urls()
+    row = run_case(cluster, "clear_rerun", faults={}, urls=urls)
+    run_id = cluster.runs[-1][1]
+    deployment = cluster.deployment
+    response = deployment.api("POST", f"/dags/{BATCH}/clearTaskInstances",
+                              json={"dag_run_id": run_id, "task_ids": ["remove_watermarks"], "dry_run": False,
+                                    "only_failed": False, "reset_dag_runs": True})
+    response.raise_for_status()
+    wait_for(lambda: deployment.run_state(BATCH, run_id) in ("queued", "running"), 60, "the cleared run to restart")
+    assert deployment.wait_for_run(BATCH, run_id) == "success"
+    again = check_invariants(cluster, "clear_rerun_after", BATCH, [run_id], urls, "clear_rerun/",
+                             faults="clear the finished remove task and let it run again")
+    assert again["charged"] == row["charged"] == len(urls)  # the re-run paid nothing
+
+
+def test_mark_a_deferred_task_failed(cluster: Cluster) -> None:
+    def mark_failed(cluster: Cluster, run_id: str, urls: list[str]) -> None:
+        wait_deferred(cluster, BATCH, run_id)
+        response = cluster.deployment.api("PATCH", f"/dags/{BATCH}/dagRuns/{run_id}/taskInstances/remove_watermarks",
+                                          json={"new_state": "failed"})
+        response.raise_for_status()
+
+    sandbox_config(cluster, latency=8.0)
+    try:
+        row = run_case(cluster, "mark_failed", faults={}, action=mark_failed, expect="failed",
+                       description="mark the deferred remove task failed")
+    finally:
+        sandbox_config(cluster, latency=1.0)
+    assert row["landed"] == 0 and row["charged"] == row["videos"]
+
+
+def test_two_runs_with_overlapping_videos(cluster: Cluster) -> None:
+    urls = case_urls(8)
+    first, second = urls[:6], urls[2:]
+    deployment = cluster.deployment
+    prefix = "overlap/"
+    output = f"s3://aws_default@{BUCKET}/{prefix}"
+    runs = [deployment.trigger(BATCH, {"video_urls": first, "output_path": output}),
+            deployment.trigger(BATCH, {"video_urls": second, "output_path": output})]
+    states = [deployment.wait_for_run(BATCH, r) for r in runs]
+    row = check_invariants(cluster, "overlap", BATCH, runs, urls, prefix, runs_per_url=2,
+                           faults="two runs at once, 4 of 8 videos in both")
+    assert states == ["success", "success"]
+    assert row["landed"] == len(urls)
+
+
+# secrets ---------------------------------------------------------------------------------------------------
+def test_keys_appear_nowhere(cluster: Cluster) -> None:
+    """Runs last in this module: scans everything the cases above left behind."""
+    deployment = cluster.deployment
+    keys = list(cluster.keys.values())
+    haystacks = {"logs": deployment.logs_text()}
+    assert "remove_watermarks" in haystacks["logs"]
+    for dag_id, run_id in cluster.runs:
+        for ti in deployment.task_instances(dag_id, run_id):
+            haystacks[f"ti {run_id} {ti['task_id']}"] = json.dumps(ti)
+            for key in ("return_value", "manifest", "kie_task_ids", "_link_KieTaskLink", "submit_seconds"):
+                haystacks[f"xcom {run_id} {ti['task_id']} {key}"] = json.dumps(
+                    deployment.xcom(dag_id, run_id, ti["task_id"], key, ti.get("map_index", -1)))
+    haystacks["trigger rows (stored)"] = deployment.sql("SELECT classpath, kwargs FROM trigger")
+    haystacks["trigger rows (decrypted, captured while deferred)"] = json.dumps(cluster.trigger_rows)
+    assert cluster.trigger_rows, "the triggerer case captured no trigger row"
+    haystacks["rendered fields"] = deployment.sql("SELECT rendered_fields::text FROM rendered_task_instance_fields")
+    for key, _size in cluster.s3.objects(BUCKET).items():
+        if key.endswith(".json"):
+            haystacks[key] = cluster.s3.read(BUCKET, key).decode()
+    assert len(haystacks) > 20
+    for where, text in haystacks.items():
+        for key in keys:
+            assert key not in text, f"an API key leaked into {where}"
