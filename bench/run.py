@@ -72,6 +72,82 @@ def t_star(n: int, limit: int, window: float, landing_one: float) -> float:
     return (n - 1) / (limit / window) + LATENCY + landing_one
 
 
+# mapped mode on a real scheduler + triggerer ---------------------------------------------------------
+class RssSampler:
+    """Peak resident memory of process trees, sampled in the background (workers come and go)."""
+
+    def __init__(self, roots: dict[str, int], interval: float = 0.5) -> None:
+        import threading
+
+        self.roots, self.interval = roots, interval
+        self.peaks: dict[str, float] = {name: 0.0 for name in roots}
+        self.task_peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            for name, pid in self.roots.items():
+                try:
+                    root = psutil.Process(pid)
+                    tree = [root, *root.children(recursive=True)]
+                except psutil.Error:
+                    continue
+                for proc in tree:
+                    try:
+                        rss = proc.memory_info().rss / 1e6
+                        cmd = " ".join(proc.cmdline())
+                    except psutil.Error:
+                        continue
+                    if name == "scheduler" and "task" in cmd.lower() and proc is not root:
+                        self.task_peak = max(self.task_peak, rss)
+                    if proc is root:
+                        self.peaks[name] = max(self.peaks[name], rss)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def mapped_mode(sandbox: Sandbox, urls: list[str], output: str) -> dict[str, Any]:
+    """One task per URL on a LocalExecutor deployment (PostgreSQL), the triggerer waiting for each."""
+    sys.path.insert(0, str(REPO))
+    from tests.deployment.cluster import Deployment, missing_services
+
+    if missing_services():
+        return {"skipped": missing_services()}
+    deployment = Deployment(executor="LocalExecutor", extra_env={
+        "AIRFLOW_CONN_KIE_DEFAULT": airflow_env(Path("/tmp"), sandbox)["AIRFLOW_CONN_KIE_DEFAULT"],
+        "AIRFLOW__CORE__PARALLELISM": "16", "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "16",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})
+    try:
+        deployment.start()
+        deployment.wait_for_dag("sora_watermark_mapped")
+        roots = {name: deployment.processes[name].popen.pid for name in ("scheduler", "triggerer")}
+        with RssSampler(roots) as sampler:
+            run_id = deployment.trigger("sora_watermark_mapped", {"video_urls": urls, "output_path": output})
+            state = deployment.wait_for_run("sora_watermark_mapped", run_id, timeout=3600)
+        manifests = [deployment.xcom("sora_watermark_mapped", run_id, "remove_watermark", map_index=i)
+                     for i in range(len(urls))]
+    finally:
+        deployment.stop()
+    folder = Path(output.removeprefix("file://"))
+    sidecars = [json.loads(p.read_text()) for p in folder.glob("s_*.json")]
+    first_create = min(c["at"] for c in sandbox.charges())
+    last_landed = max(datetime.fromisoformat(s["landed_at"]).timestamp() for s in sidecars)
+    return {"state": state, "wall_seconds": last_landed - first_create, "landed": len(sidecars),
+            "worker_slot_seconds": sum((m or {}).get("worker_seconds", 0.0) for m in manifests),
+            "peak_rss_mb_task": sampler.task_peak, "peak_rss_mb_triggerer": sampler.peaks["triggerer"],
+            "peak_rss_mb_scheduler": sampler.peaks["scheduler"]}
+
+
 # the naive loop ---------------------------------------------------------------------------------------
 def naive_loop(sandbox: Sandbox, urls: list[str], folder: Path) -> dict[str, Any]:
     """What users write by hand: create one, poll every 2 s until done, download, next."""
@@ -145,7 +221,7 @@ def read_manifest(env: dict[str, str]) -> dict[str, Any]:
     return dict(json.loads(value) if isinstance(value, str) else value or {})
 
 
-def throughput(n: int) -> dict[str, Any]:
+def throughput(n: int, with_mapped: bool = True) -> dict[str, Any]:
     limit = 20 if n <= 100 else 100  # the real limit; a scaled one keeps N=500 runs short (see RESULTS.md)
     row: dict[str, Any] = {"n": n, "create_limit": f"{limit}/10s"}
     urls = video_urls(n)
@@ -165,6 +241,18 @@ def throughput(n: int) -> dict[str, Any]:
             row["batch"] = batch
         finally:
             sandbox.close()
+        if with_mapped:
+            sandbox = Sandbox(limit)
+            try:
+                (root / "mapped").mkdir()
+                mapped = mapped_mode(sandbox, urls, f"file://{root / 'mapped'}/")
+                summary = sandbox.summary()
+                mapped.update(api_calls_per_video=api_calls(summary) / n,
+                              credits_charged=sum(summary["credits_by_video"].values()) / 10)
+                row["mapped"] = mapped
+                row["mapped_vs_t_star"] = mapped.get("wall_seconds", 0) / row["t_star_seconds"]
+            finally:
+                sandbox.close()
         sandbox = Sandbox(limit)
         try:
             (root / "naive").mkdir()
@@ -268,8 +356,19 @@ def markdown(results: dict[str, Any]) -> str:
             f"{b['api_calls_per_video']:.2f}, {nv['api_calls_per_video']:.2f} | "
             f"{b['credits_charged']:g}, {nv['credits_charged']:g} | {b['worker_slot_seconds']:.1f} | "
             f"{b['peak_rss_mb']:.0f} |")
-    lines += ["", "Mapped mode on a real scheduler + triggerer is not measured yet (see the open issue).", "",
-              "## Landing", "",
+    mapped_rows = [r for r in results["throughput"] if "wall_seconds" in r.get("mapped", {})]
+    if mapped_rows:
+        lines += ["", "### Mapped mode (one task per URL; LocalExecutor, PostgreSQL, scheduler + triggerer)", "",
+                  "| N | T* (s) | mapped (s) | mapped / T* | API calls/video | credits charged | worker-slot s "
+                  "| peak RSS MB: task, triggerer, scheduler |", "|---|---|---|---|---|---|---|---|"]
+        for row in mapped_rows:
+            m = row["mapped"]
+            lines.append(
+                f"| {row['n']} | {row['t_star_seconds']:.1f} | {m['wall_seconds']:.1f} | "
+                f"{row['mapped_vs_t_star']:.2f} | "
+                f"{m['api_calls_per_video']:.2f} | {m['credits_charged']:g} | {m['worker_slot_seconds']:.1f} | "
+                f"{m['peak_rss_mb_task']:.0f}, {m['peak_rss_mb_triggerer']:.0f}, {m['peak_rss_mb_scheduler']:.0f} |")
+    lines += ["", "## Landing", "",
               "| size | plain copy to disk MB/s | lander → local MB/s (ratio) | plain upload → S3 (moto) MB/s "
               "| lander → S3 MB/s (ratio to plain copy; to plain upload) | peak RSS MB: plain, local, S3 |",
               "|---|---|---|---|---|---|"]
@@ -287,13 +386,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="20,100,500")
     parser.add_argument("--landing", default="1G,4G")
+    parser.add_argument("--no-mapped", action="store_true", help="skip mapped mode on a real deployment")
     args = parser.parse_args()
     results: dict[str, Any] = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                "machine": f"{platform.machine()}, {os.cpu_count()} cores, python "
                                           f"{platform.python_version()}",
                                "throughput": [], "landing": []}
     for n in [int(x) for x in args.sizes.split(",") if x]:
-        row = throughput(n)
+        row = throughput(n, with_mapped=not args.no_mapped)
         results["throughput"].append(row)
         print(json.dumps(row), flush=True)
     if args.landing:
