@@ -221,48 +221,42 @@ def read_manifest(env: dict[str, str]) -> dict[str, Any]:
     return dict(json.loads(value) if isinstance(value, str) else value or {})
 
 
+def mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def measured(limit: int, n: int, mode: Any) -> dict[str, Any]:
+    """Run one mode against a fresh sandbox and add what the sandbox saw: API calls and credits."""
+    sandbox = Sandbox(limit)
+    try:
+        result = dict(mode(sandbox))
+        summary = sandbox.summary()
+    finally:
+        sandbox.close()
+    result.update(api_calls_per_video=api_calls(summary) / n,
+                  credits_charged=sum(summary["credits_by_video"].values()) / 10)
+    return result
+
+
 def throughput(n: int, with_mapped: bool = True) -> dict[str, Any]:
     limit = 20 if n <= 100 else 100  # the real limit; a scaled one keeps N=500 runs short (see RESULTS.md)
     row: dict[str, Any] = {"n": n, "create_limit": f"{limit}/10s"}
     urls = video_urls(n)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        sandbox = Sandbox(limit)
+        probe_box = Sandbox(limit)
         try:
             probe = time.monotonic()
-            httpx.get(f"{sandbox.url}/_sandbox/synthetic/32768.mp4")
-            landing_one = time.monotonic() - probe
-            row["t_star_seconds"] = t_star(n, limit, 10.0, landing_one)
-            (root / "batch").mkdir()
-            batch = batch_mode(sandbox, urls, root / "batch", root / "home")
-            summary = sandbox.summary()
-            batch.update(api_calls_per_video=api_calls(summary) / n,
-                         credits_charged=sum(summary["credits_by_video"].values()) / 10)
-            row["batch"] = batch
+            httpx.get(f"{probe_box.url}/_sandbox/synthetic/32768.mp4")
+            row["t_star_seconds"] = t_star(n, limit, 10.0, time.monotonic() - probe)
         finally:
-            sandbox.close()
+            probe_box.close()
+        row["batch"] = measured(limit, n, lambda box: batch_mode(box, urls, mkdir(root / "batch"), root / "home"))
         if with_mapped:
-            sandbox = Sandbox(limit)
-            try:
-                (root / "mapped").mkdir()
-                mapped = mapped_mode(sandbox, urls, f"file://{root / 'mapped'}/")
-                summary = sandbox.summary()
-                mapped.update(api_calls_per_video=api_calls(summary) / n,
-                              credits_charged=sum(summary["credits_by_video"].values()) / 10)
-                row["mapped"] = mapped
-                row["mapped_vs_t_star"] = mapped.get("wall_seconds", 0) / row["t_star_seconds"]
-            finally:
-                sandbox.close()
-        sandbox = Sandbox(limit)
-        try:
-            (root / "naive").mkdir()
-            naive = naive_loop(sandbox, urls, root / "naive")
-            summary = sandbox.summary()
-            naive.update(api_calls_per_video=api_calls(summary) / n,
-                         credits_charged=sum(summary["credits_by_video"].values()) / 10)
-            row["naive"] = naive
-        finally:
-            sandbox.close()
+            row["mapped"] = measured(limit, n, lambda box: mapped_mode(box, urls, f"file://{mkdir(root / 'mapped')}/"))
+            row["mapped_vs_t_star"] = row["mapped"].get("wall_seconds", 0) / row["t_star_seconds"]
+        row["naive"] = measured(limit, n, lambda box: naive_loop(box, urls, mkdir(root / "naive")))
     row["batch_vs_t_star"] = row["batch"]["wall_seconds"] / row["t_star_seconds"]
     row["naive_vs_batch"] = row["naive"]["wall_seconds"] / row["batch"]["wall_seconds"]
     return row

@@ -10,7 +10,7 @@ from airflow.sdk import DAG, Param, task
 from airflow_sora._compat import AirflowFailException
 from airflow_sora.hooks import hook_for_connection
 from airflow_sora.operators import SoraWatermarkRemoverOperator
-from airflow_sora.services import validate_video_url
+from airflow_sora.services import is_valid_video_url
 
 with DAG(
     dag_id="sora_watermark_batch",
@@ -30,7 +30,7 @@ with DAG(
     @task
     def check_credits(params: dict) -> dict:  # type: ignore[type-arg]
         """Fail fast, before anything is spent, if the balance cannot pay for the whole list."""
-        urls = {u for u in params["video_urls"] if _valid(u)}
+        urls = {u for u in params["video_urls"] if is_valid_video_url(u)}
         hook = hook_for_connection(params["conn_id"])
         with hook.get_conn() as client:
             balance = client.credits().balance
@@ -41,13 +41,6 @@ with DAG(
                 "top up or shorten the list"
             )
         return {"balance": balance, "cost": cost, "videos": len(urls)}
-
-    def _valid(url: str) -> bool:
-        try:
-            validate_video_url(url)
-        except ValueError:
-            return False
-        return True
 
     remove = SoraWatermarkRemoverOperator(
         task_id="remove_watermarks",

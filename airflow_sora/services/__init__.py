@@ -22,7 +22,7 @@ from airflow_sora.services.kie import AsyncKieClient, KieClient
 from airflow_sora.services.models import CreditBalance, RemovalResult, Submission, TaskState, TaskStatus
 from airflow_sora.services.savesora import AsyncSaveSoraClient, SaveSoraClient
 from airflow_sora.services.transport import RetryPolicy
-from airflow_sora.services.urls import post_id_from_url, validate_video_url
+from airflow_sora.services.urls import is_valid_video_url, post_id_from_url, validate_video_url
 
 #: service name -> (blocking client, async client)
 CLIENTS: dict[str, tuple[type[WatermarkService], type[AsyncWatermarkService]]] = {
@@ -60,6 +60,7 @@ __all__ = [
     "TaskStatus",
     "UnsafeResultUrlError",
     "WatermarkService",
+    "is_valid_video_url",
     "post_id_from_url",
     "validate_video_url",
 ]

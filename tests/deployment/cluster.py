@@ -232,8 +232,7 @@ class Deployment:
                             params={"map_index": map_index, "deserialize": True})
         if response.status_code == 404:
             return None
-        value = response.json()["value"]
-        return json.loads(value) if isinstance(value, str) and value[:1] in "[{" else value
+        return _decode(response.json()["value"])
 
     def sql(self, query: str) -> str:
         """Rows of a query on the metadata DB, as text."""
@@ -252,6 +251,21 @@ class Deployment:
     def logs_text(self) -> str:
         """Every log this deployment wrote: component logs and task logs."""
         return "\n".join(p.read_text(errors="replace") for p in self.home.rglob("*.log") if p.is_file())
+
+
+def _decode(value: Any) -> Any:
+    """XCom values come back as JSON, or as the text of a Python literal: read either."""
+    if not isinstance(value, str) or value[:1] not in "[{":
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        import ast
+
+        try:
+            return ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
 
 
 @contextmanager
