@@ -10,7 +10,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -49,6 +49,7 @@ class BatchSettings:
     callback_url: str | None = None
     landing_concurrency: int = 4
     max_active_submissions: int = 100  # Kie runs "about 100+" tasks at once per account
+    submit_concurrency: int = 8  # creates in flight at once (the rate limit still sets the pace)
     submit_passes: int = 3  # passes over creates that got a transient error reply (nothing was created)
     submit_pass_delay: float = 2.0
     poll_schedule: PollSchedule = field(default_factory=PollSchedule)
@@ -144,16 +145,42 @@ class BatchRun:
         return record is not None and record.phase is Phase.NOT_CREATED
 
     def _submit_pass(self, urls: list[str], active: deque[str]) -> None:
-        for url in urls:
-            if self.account_error is not None:
-                self._settle(url, VideoStatus.FAILED, self.store.load(url),
-                             error=f"not submitted: {self.account_error}")
-                continue
-            while self.client.asynchronous and len(active) >= self.settings.max_active_submissions:
-                self._drain(active)
-            task_id = self.submit(url)
-            if task_id:
-                active.append(task_id)
+        """Creates run in a small thread pool so state writes overlap; the shared bucket still sets the pace.
+
+        The first create goes alone, so a bad key or an empty balance costs one rejected call, not a pool's
+        worth. Task ids are handed to ``on_submitted`` from this thread only (it may talk to Airflow).
+        """
+        workers = max(1, self.settings.submit_concurrency)
+        limit = self.settings.max_active_submissions
+        in_flight: set[Future[str | None]] = set()
+
+        def collect(done: set[Future[str | None]]) -> None:
+            for future in done:
+                task_id = future.result()
+                if task_id:
+                    active.append(task_id)
+                    self.on_submitted(task_id)
+
+        if urls:
+            first = self.submit(urls[0])
+            if first:
+                active.append(first)
+                self.on_submitted(first)
+        with ThreadPoolExecutor(workers, thread_name_prefix="sora-submit") as pool:
+            for url in urls[1:]:
+                if self.account_error is not None:
+                    self._settle(url, VideoStatus.FAILED, self.store.load(url),
+                                 error=f"not submitted: {self.account_error}")
+                    continue
+                while len(in_flight) >= workers or (
+                        self.client.asynchronous and len(active) + len(in_flight) >= limit):
+                    if in_flight:
+                        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                        collect(done)
+                    else:
+                        self._drain(active)
+                in_flight.add(pool.submit(self.submit, url))
+            collect(wait(in_flight).done)
 
     def _drain(self, active: deque[str]) -> None:
         """Wait until at least one running task of this try finished (oldest first, polled once each)."""
@@ -200,8 +227,6 @@ class BatchRun:
                 "phase": Phase.SUBMITTED, "task_id": submission.task_id, "result": submission.result,
                 "error": None, "submitted_at": utcnow(),
             }))
-            if submission.task_id:
-                self.on_submitted(submission.task_id)
             return submission.task_id
         return None
 

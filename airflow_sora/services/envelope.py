@@ -8,6 +8,7 @@ Cloudflare page, say) are errors too, never crashes.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -38,6 +39,17 @@ class Envelope:
     @property
     def ok(self) -> bool:
         return 200 <= self.status_code < 300 and self.code == 200
+
+
+def lenient_number(value: Any) -> float | None:
+    """A finite number from whatever a service sent (int, float, numeric string), else None. Never raises."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:

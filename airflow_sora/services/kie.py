@@ -14,7 +14,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from airflow_sora.ratelimit import kie_default_rate
 from airflow_sora.services.base import AsyncWatermarkService, ServiceConfig, WatermarkService
-from airflow_sora.services.envelope import Envelope, Reply, decode_envelope
+from airflow_sora.services.envelope import Envelope, Reply, decode_envelope, lenient_number
 from airflow_sora.services.errors import (
     AuthError,
     InsufficientCreditsError,
@@ -94,8 +94,8 @@ class KieRecord(BaseModel):
     fail_code: str | None = Field(default=None, validation_alias=AliasChoices("failCode", "fail_code"))
     fail_msg: str | None = Field(default=None, validation_alias=AliasChoices("failMsg", "fail_msg"))
     cost_time: float | None = Field(default=None, validation_alias=AliasChoices("costTime", "cost_time"))
-    create_time: int | None = Field(default=None, validation_alias=AliasChoices("createTime", "create_time"))
-    complete_time: int | None = Field(
+    create_time: float | None = Field(default=None, validation_alias=AliasChoices("createTime", "create_time"))
+    complete_time: float | None = Field(
         default=None, validation_alias=AliasChoices("completeTime", "complete_time")
     )
 
@@ -109,12 +109,7 @@ class KieRecord(BaseModel):
     @field_validator("cost_time", "create_time", "complete_time", mode="before")
     @classmethod
     def _number_or_none(cls, value: Any) -> float | None:
-        if isinstance(value, bool):
-            return None
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            return None
+        return lenient_number(value)
 
     def result_urls(self) -> tuple[str, ...]:
         result = _lenient_json(self.result_json)
@@ -232,7 +227,12 @@ class KieApi:
         if not isinstance(env.data, dict):
             raise ServiceProtocolError(f"Kie recordInfo: expected an object in 'data' for task {task_id}",
                                        service=SERVICE)
-        return status_from_record(KieRecord.model_validate(env.data), task_id)
+        try:
+            record = KieRecord.model_validate(env.data)
+        except ValidationError:  # every field is lenient; this is a last line of defence for the triggerer
+            raise ServiceProtocolError(f"Kie recordInfo: unreadable record for task {task_id}",
+                                       service=SERVICE) from None
+        return status_from_record(record, task_id)
 
     @staticmethod
     def parse_download_url(reply: Reply) -> str:
@@ -249,10 +249,10 @@ class KieApi:
     def parse_credit(reply: Reply) -> CreditBalance:
         env = decode_envelope(reply, service=SERVICE, operation="Kie credit")
         raise_for_envelope(env, "Kie credit")
-        try:
-            return CreditBalance(service=SERVICE, balance=float(env.data))
-        except (TypeError, ValueError):
-            raise ServiceProtocolError("Kie credit: 'data' is not a number", service=SERVICE) from None
+        balance = lenient_number(env.data)
+        if balance is None:
+            raise ServiceProtocolError("Kie credit: 'data' is not a number", service=SERVICE)
+        return CreditBalance(service=SERVICE, balance=balance)
 
 
 def _auth_headers(config: ServiceConfig) -> dict[str, str]:

@@ -12,7 +12,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from airflow_sora.services.base import AsyncWatermarkService, ServiceConfig, WatermarkService
-from airflow_sora.services.envelope import Envelope, Reply, decode_envelope
+from airflow_sora.services.envelope import Envelope, Reply, decode_envelope, lenient_number
 from airflow_sora.services.errors import (
     AuthError,
     InsufficientCreditsError,
@@ -39,15 +39,6 @@ _AUTH_CODES = {4001, 4003, 4004, 4005}
 _INPUT_CODES = {4002, 4006}
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def raise_for_envelope(env: Envelope, operation: str) -> None:
     """Map a SaveSora error (body code, or bare HTTP status) to our typed error."""
     if env.ok:
@@ -61,8 +52,8 @@ def raise_for_envelope(env: Envelope, operation: str) -> None:
     elif code in (4007, 402):
         data = env.data if isinstance(env.data, dict) else {}
         error = InsufficientCreditsError(
-            text, service=SERVICE, code=code, balance=_number(data.get("current_credits")),
-            required=_number(data.get("required_credits")) or CREDITS_PER_VIDEO,
+            text, service=SERVICE, code=code, balance=lenient_number(data.get("current_credits")),
+            required=lenient_number(data.get("required_credits")) or CREDITS_PER_VIDEO,
         )
     elif code == 5002:
         error = TaskFailedError(f"{text}; the credit was refunded, so it is safe to try again",
@@ -102,7 +93,7 @@ class SaveSoraRemoval(BaseModel):
     @field_validator("credits_used", "remaining_credits", mode="before")
     @classmethod
     def _num(cls, value: Any) -> float | None:
-        return _number(value)
+        return lenient_number(value)
 
 
 class SaveSoraCredits(BaseModel):
@@ -114,7 +105,7 @@ class SaveSoraCredits(BaseModel):
     @field_validator("paid_credits", "onetime_credits", "total_credits", mode="before")
     @classmethod
     def _num(cls, value: Any) -> float | None:
-        return _number(value)
+        return lenient_number(value)
 
 
 class SaveSoraApi:

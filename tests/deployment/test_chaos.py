@@ -267,7 +267,7 @@ def test_scheduler_restarted_mid_run(cluster: Cluster) -> None:
 # operator actions ------------------------------------------------------------------------------------------
 def test_clear_a_finished_task_and_rerun(cluster: Cluster) -> None:
     urls = case_urls()
-    row = run_case(cluster, "clear_rerun", faults={}, urls=urls)
+    row = run_case(cluster, "clear_rerun", faults={}, urls=urls, description="none (the first run)")
     run_id = cluster.runs[-1][1]
     deployment = cluster.deployment
     response = deployment.api("POST", f"/dags/{BATCH}/clearTaskInstances",

@@ -113,7 +113,7 @@ def test_killed_between_create_and_recording_the_id(sandbox_connections: Sandbox
         kill_on_save(patch, Phase.SUBMITTED, before=True, nth=1)
         with pytest.raises(WorkerKilled):
             run_try(operator(output))
-    assert sandbox_connections.summary()["charges_by_video"] == {URLS[0]: 1}  # created, id lost
+    assert sandbox_connections.summary()["charges_by_video"][URLS[0]] == 1  # created, id lost
 
     retry = run_try(operator(output, fail_on_error=False), TaskInstanceStandIn(try_number=2))
     by_url = {v["video_url"]: v for v in retry.value["videos"]}

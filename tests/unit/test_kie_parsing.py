@@ -216,3 +216,10 @@ class TestCreditsAndLinks:
     def test_download_url_for_non_kie_url(self) -> None:
         with pytest.raises(RequestRejectedError):
             KieApi.parse_download_url(error_reply(422, "not a kie url", "body"))
+
+
+@pytest.mark.parametrize("value", [1.9, "1e999", 1e308, True, [], "NaN", "inf"])
+def test_odd_numbers_in_times_never_crash(value: object) -> None:
+    """Found by the property tests: a fractional createTime used to escape as a pydantic error."""
+    status = parse_record(record(createTime=value, completeTime=value, costTime=value))
+    assert status.state is TaskState.SUCCEEDED
