@@ -47,7 +47,7 @@ class BatchSettings:
     on_unknown_submit: OnUnknownSubmit = "fail"
     resubmit_failed: bool = False
     callback_url: str | None = None
-    landing_concurrency: int = 4
+    landing_concurrency: int = 8
     max_active_submissions: int = 100  # Kie runs "about 100+" tasks at once per account
     submit_concurrency: int = 8  # creates in flight at once (the rate limit still sets the pace)
     submit_passes: int = 3  # passes over creates that got a transient error reply (nothing was created)
@@ -124,7 +124,7 @@ class BatchRun:
         Creates the service answered with a transient error reply (5xx, 455, 429 after the client's own
         retries) created nothing, so they get a few more passes in this try before Airflow's retry is spent.
         """
-        active: deque[str] = deque()
+        active: deque[tuple[str, str]] = deque()  # (url, task id) running at the service, oldest first
         pending = list(urls)
         for attempt in range(self.settings.submit_passes):
             if attempt:
@@ -144,7 +144,7 @@ class BatchRun:
         record = self.store.load(url)
         return record is not None and record.phase is Phase.NOT_CREATED
 
-    def _submit_pass(self, urls: list[str], active: deque[str]) -> None:
+    def _submit_pass(self, urls: list[str], active: deque[tuple[str, str]]) -> None:
         """Creates run in a small thread pool so state writes overlap; the shared bucket still sets the pace.
 
         The first create goes alone, so a bad key or an empty balance costs one rejected call, not a pool's
@@ -152,19 +152,20 @@ class BatchRun:
         """
         workers = max(1, self.settings.submit_concurrency)
         limit = self.settings.max_active_submissions
-        in_flight: set[Future[str | None]] = set()
+        in_flight: dict[Future[str | None], str] = {}
 
         def collect(done: set[Future[str | None]]) -> None:
             for future in done:
+                url = in_flight.pop(future)
                 task_id = future.result()
                 if task_id:
-                    active.append(task_id)
+                    active.append((url, task_id))
                     self.on_submitted(task_id)
 
         if urls:
             first = self.submit(urls[0])
             if first:
-                active.append(first)
+                active.append((urls[0], first))
                 self.on_submitted(first)
         with ThreadPoolExecutor(workers, thread_name_prefix="sora-submit") as pool:
             for url in urls[1:]:
@@ -172,22 +173,41 @@ class BatchRun:
                     self._settle(url, VideoStatus.FAILED, self.store.load(url),
                                  error=f"not submitted: {self.account_error}")
                     continue
-                while len(in_flight) >= workers or (
-                        self.client.asynchronous and len(active) + len(in_flight) >= limit):
-                    if in_flight:
-                        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                        collect(done)
-                    else:
-                        self._drain(active)
-                in_flight.add(pool.submit(self.submit, url))
+                self._wait_for_room(in_flight, active, workers, limit, collect)
+                in_flight[pool.submit(self.submit, url)] = url
             collect(wait(in_flight).done)
 
-    def _drain(self, active: deque[str]) -> None:
-        """Wait until at least one running task of this try finished (oldest first, polled once each)."""
-        for task_id in list(active):
-            if self.client.get_status(task_id).terminal:
-                active.remove(task_id)
-        if len(active) >= self.settings.max_active_submissions:
+    def _wait_for_room(self, in_flight: dict[Future[str | None], str], active: deque[tuple[str, str]],
+                       workers: int, limit: int, collect: Callable[[set[Future[str | None]]], None]) -> None:
+        """Block until one more create may start: a free submit thread, and room under ``limit`` running tasks."""
+        while True:
+            collect({future for future in in_flight if future.done()})
+            if len(in_flight) >= workers:
+                collect(wait(in_flight, return_when=FIRST_COMPLETED).done)
+            elif not self.client.asynchronous or len(active) + len(in_flight) < limit:
+                return
+            elif active:
+                self._drain(active, room_needed=len(in_flight) + 1)
+            else:
+                collect(wait(in_flight, return_when=FIRST_COMPLETED).done)
+
+    def _drain(self, active: deque[tuple[str, str]], room_needed: int) -> None:
+        """Make room for ``room_needed`` more tasks by retiring the oldest finished ones (tasks end roughly in
+        submission order), waiting a poll interval when none has finished yet.
+
+        What a poll here learns is kept in the record, so the task is never polled again.
+        """
+        limit = self.settings.max_active_submissions
+        while active and len(active) + room_needed > limit:
+            url, task_id = active[0]
+            status = self.client.get_status(task_id)
+            if not status.terminal:
+                break
+            active.popleft()
+            record = self.store.load(url)
+            if record is not None:
+                self._record_terminal(url, record, status)
+        if len(active) + room_needed > limit:
             time.sleep(self.settings.poll_schedule.interval)
 
     def submit(self, url: str) -> str | None:
@@ -270,32 +290,32 @@ class BatchRun:
             if url in self.outcomes:
                 continue
             record = self.store.load(url)
-            if record is None or record.phase is not Phase.SUBMITTED:
+            if record is not None and record.phase is Phase.SUBMITTED and record.result is None:
+                status = statuses.get(record.task_id or "")
+                if status is not None and status.terminal:
+                    record = self._record_terminal(url, record, status)
+            if record is not None and record.phase is Phase.FAILED:
+                self._settle(url, VideoStatus.FAILED, record, error=record.error)
+            elif record is None or record.phase is not Phase.SUBMITTED:
                 self._settle(url, VideoStatus.FAILED, record, error="no submitted task found", retryable=True)
             elif record.result is not None:
                 to_land.append((url, record))
             else:
-                self._resolve_task(url, record, statuses.get(record.task_id or ""), wait_error, to_land)
+                reason = wait_error or "still running at the deadline"
+                self._settle(url, VideoStatus.FAILED, record, retryable=True,
+                             error=f"task {record.task_id}: {reason}; the task id is kept, so a retry resumes it "
+                             "without a new charge")
         workers = max(1, min(self.settings.landing_concurrency, len(to_land)))
         with ThreadPoolExecutor(workers, thread_name_prefix="sora-landing") as pool:
             list(pool.map(lambda item: self._land(*item), to_land))
         return [self.outcomes[url] for url in urls if url in self.outcomes]
 
-    def _resolve_task(self, url: str, record: VideoRecord, status: TaskStatus | None, wait_error: str | None,
-                      to_land: list[tuple[str, VideoRecord]]) -> None:
-        if status is None or not status.terminal:
-            reason = wait_error or "still running at the deadline"
-            self._settle(url, VideoStatus.FAILED, record, retryable=True,
-                         error=f"task {record.task_id}: {reason}; the task id is kept, so a retry resumes it "
-                         "without a new charge")
-        elif status.state is TaskState.FAILED:
+    def _record_terminal(self, url: str, record: VideoRecord, status: TaskStatus) -> VideoRecord:
+        """Persist what a finished task gave: the result to land, or the service's failure."""
+        if status.state is TaskState.FAILED:
             error = f"the service failed task {record.task_id}: {status.fail_message} (code {status.fail_code})"
-            self._settle(url, VideoStatus.FAILED,
-                         self.store.save(record.model_copy(update={"phase": Phase.FAILED, "error": error})),
-                         error=error)
-        else:
-            result = self.client.result(status, url)
-            to_land.append((url, self.store.save(record.model_copy(update={"result": result}))))
+            return self.store.save(record.model_copy(update={"phase": Phase.FAILED, "error": error}))
+        return self.store.save(record.model_copy(update={"result": self.client.result(status, url)}))
 
     def _land(self, url: str, record: VideoRecord) -> None:
         assert record.result is not None

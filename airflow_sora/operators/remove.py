@@ -83,7 +83,7 @@ class SoraWatermarkRemoverOperator(BaseOperator):
         fail_on_error: bool = True,
         on_unknown_submit: OnUnknownSubmit = "fail",
         resubmit_failed: bool = False,
-        landing_concurrency: int = 4,
+        landing_concurrency: int = 8,
         max_active_submissions: int = 100,
         **kwargs: Any,
     ) -> None:
@@ -174,7 +174,8 @@ class SoraWatermarkRemoverOperator(BaseOperator):
         return urls, rejected
 
     def _schedule(self) -> PollSchedule:
-        return PollSchedule(first_poll_after=min(1.5, self.poll_interval), interval=self.poll_interval)
+        return PollSchedule(first_poll_after=min(PollSchedule.first_poll_after, self.poll_interval),
+                            interval=self.poll_interval)
 
     def _client(self) -> WatermarkService:
         hook = hook_for_connection(self.conn_id)
