@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from airflow_sora.ratelimit import TokenBucket, shared_bucket
 from airflow_sora.services.models import CreditBalance, RemovalResult, Submission, TaskStatus
-from airflow_sora.services.transport import RetryPolicy, TransportSettings
+from airflow_sora.services.transport import AsyncTransport, RetryPolicy, SyncTransport, TransportSettings
 
 DEFAULT_UPLOAD_METHOD = "s3"
 UPLOAD_METHODS = ("s3", "oss")
@@ -68,6 +68,8 @@ class _ServiceInfo:
 class WatermarkService(_ServiceInfo, ABC):
     """Blocking client, used in workers."""
 
+    transport: SyncTransport
+
     @abstractmethod
     def submit(self, video_url: str, *, callback_url: str | None = None) -> Submission:
         """Start one removal (paid). Validates the URL first, so a bad one costs nothing."""
@@ -85,8 +87,8 @@ class WatermarkService(_ServiceInfo, ABC):
     def credits(self) -> CreditBalance:
         """Current balance, free of charge."""
 
-    @abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        self.transport.close()
 
     def __enter__(self) -> WatermarkService:
         return self
@@ -97,6 +99,8 @@ class WatermarkService(_ServiceInfo, ABC):
 
 class AsyncWatermarkService(_ServiceInfo, ABC):
     """Non-blocking twin of ``WatermarkService`` for the triggerer; same parsing and errors."""
+
+    transport: AsyncTransport
 
     @abstractmethod
     async def submit(self, video_url: str, *, callback_url: str | None = None) -> Submission: ...
@@ -113,8 +117,8 @@ class AsyncWatermarkService(_ServiceInfo, ABC):
     @abstractmethod
     async def credits(self) -> CreditBalance: ...
 
-    @abstractmethod
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        await self.transport.aclose()
 
     async def __aenter__(self) -> AsyncWatermarkService:
         return self

@@ -288,9 +288,6 @@ class KieClient(WatermarkService):
     def credits(self) -> CreditBalance:
         return self.transport.call(self.api.credit())
 
-    def close(self) -> None:
-        self.transport.close()
-
 
 class AsyncKieClient(AsyncWatermarkService):
     service_name = SERVICE
@@ -320,6 +317,3 @@ class AsyncKieClient(AsyncWatermarkService):
 
     async def credits(self) -> CreditBalance:
         return await self.transport.call(self.api.credit())
-
-    async def aclose(self) -> None:
-        await self.transport.aclose()

@@ -189,9 +189,6 @@ class SaveSoraClient(WatermarkService):
     def credits(self) -> CreditBalance:
         return self.transport.call(self.api.credits())
 
-    def close(self) -> None:
-        self.transport.close()
-
 
 class AsyncSaveSoraClient(AsyncWatermarkService):
     service_name = SERVICE
@@ -210,6 +207,3 @@ class AsyncSaveSoraClient(AsyncWatermarkService):
 
     async def credits(self) -> CreditBalance:
         return await self.transport.call(self.api.credits())
-
-    async def aclose(self) -> None:
-        await self.transport.aclose()
