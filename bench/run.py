@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -125,7 +126,9 @@ def mapped_mode(sandbox: Sandbox, urls: list[str], output: str) -> dict[str, Any
         return {"skipped": missing_services()}
     deployment = Deployment(executor="LocalExecutor", extra_env={
         "AIRFLOW_CONN_KIE_DEFAULT": airflow_env(Path("/tmp"), sandbox)["AIRFLOW_CONN_KIE_DEFAULT"],
-        "AIRFLOW__CORE__PARALLELISM": "16", "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "16",
+        # two cores: more task processes at once only starve each other's start-up
+        "AIRFLOW__CORE__PARALLELISM": "4", "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "4",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "300",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})
     try:
         deployment.start()
@@ -385,6 +388,8 @@ def main() -> int:
     parser.add_argument("--landing", default="1G,4G")
     parser.add_argument("--modes", default="batch,mapped,naive", help="throughput modes to run")
     args = parser.parse_args()
+    # A stopped benchmark still stops what it started (deployments, sandboxes): run the finally blocks.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results: dict[str, Any] = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                "machine": f"{platform.machine()}, {os.cpu_count()} cores, python "
                                           f"{platform.python_version()}",
