@@ -297,7 +297,9 @@ class BatchRun:
             if record is not None and record.phase is Phase.FAILED:
                 self._settle(url, VideoStatus.FAILED, record, error=record.error)
             elif record is None or record.phase is not Phase.SUBMITTED:
-                self._settle(url, VideoStatus.FAILED, record, error="no submitted task found", retryable=True)
+                reason = record.error if record is not None and record.error else "no submitted task found"
+                self._settle(url, VideoStatus.FAILED, record, retryable=True,
+                             error=f"not submitted in this try ({reason}); a retry submits it")
             elif record.result is not None:
                 to_land.append((url, record))
             else:
