@@ -257,15 +257,17 @@ class BatchRun:
         return self.store.save(record.model_copy(update={"phase": phase, "error": str(error), "creates": creates}))
 
     # waiting (in the worker) ---------------------------------------------------------------------
-    def waiting_task_ids(self, urls: Iterable[str]) -> list[str]:
-        ids = []
+    def task_ids(self, urls: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Every task id this run's videos have, and those still to wait for: one state read per video."""
+        known, waiting = [], []
         for url in urls:
-            if url in self.outcomes:
-                continue
             record = self.store.load(url)
-            if record and record.phase is Phase.SUBMITTED and record.result is None and record.task_id:
-                ids.append(record.task_id)
-        return ids
+            if record is None or not record.task_id:
+                continue
+            known.append(record.task_id)
+            if url not in self.outcomes and record.phase is Phase.SUBMITTED and record.result is None:
+                waiting.append(record.task_id)
+        return known, waiting
 
     def poll_until_done(self, task_ids: list[str], deadline: float, schedule: PollSchedule) -> dict[str, TaskStatus]:
         """The worker-side twin of ``KieTaskTrigger``, for ``deferrable=False``."""

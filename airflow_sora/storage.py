@@ -20,11 +20,16 @@ LOCAL_PROTOCOLS = {"file", "local", ""}
 PART_SIZE = 8 * 1024 * 1024
 
 
-def is_local(path: ObjectStoragePath) -> bool:
+def protocol_of(path: ObjectStoragePath) -> str:
+    """The storage protocol (``s3``, ``file``...); fsspec may report several aliases, the first is canonical."""
     protocol = path.protocol
     if isinstance(protocol, (tuple, list)):
         protocol = protocol[0] if protocol else ""
-    return protocol in LOCAL_PROTOCOLS
+    return str(protocol)
+
+
+def is_local(path: ObjectStoragePath) -> bool:
+    return protocol_of(path) in LOCAL_PROTOCOLS
 
 
 def fs_path(path: ObjectStoragePath) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -17,11 +18,12 @@ from airflow_sora.landing import ResultLander
 from airflow_sora.links import KieTaskLink
 from airflow_sora.manifest import Manifest, VideoOutcome, VideoStatus
 from airflow_sora.polling import PollSchedule
-from airflow_sora.services.base import DEFAULT_UPLOAD_METHOD, WatermarkService
+from airflow_sora.services.base import WatermarkService
 from airflow_sora.services.errors import InvalidVideoUrlError
 from airflow_sora.services.models import TaskStatus
 from airflow_sora.services.urls import validate_video_url
 from airflow_sora.state import RunScope, VideoStateStore
+from airflow_sora.storage import is_local, protocol_of
 from airflow_sora.triggers.kie import KieTaskTrigger
 
 MANIFEST_KEY = "manifest"
@@ -34,9 +36,7 @@ def asset_for_output(output_path: str) -> Asset | None:
     if "{{" in output_path or "{%" in output_path:
         return None
     path = ObjectStoragePath(output_path)
-    protocol = path.protocol[0] if isinstance(path.protocol, (tuple, list)) else path.protocol
-    if protocol in ("file", "local", ""):
-        return Asset(uri=f"file://{path.path.rstrip('/')}/")
+    protocol = "file" if is_local(path) else protocol_of(path)
     return Asset(uri=f"{protocol}://{str(path.path).rstrip('/')}/")
 
 
@@ -120,8 +120,9 @@ class SoraWatermarkRemoverOperator(BaseOperator):
             to_submit = batch.plan(urls)
             batch.submit_all(to_submit)
             submit_seconds = time.monotonic() - started
-            self._push_task_ids(context, batch, urls)
-            waiting = batch.waiting_task_ids(urls)
+            known, waiting = batch.task_ids(urls)
+            if known:
+                context["ti"].xcom_push(key=TASK_IDS_KEY, value=known)
             statuses: dict[str, TaskStatus] = {}
             if waiting and self.deferrable:
                 # XCom survives a deferral within one try (``airflow dags test`` drops defer kwargs).
@@ -181,18 +182,11 @@ class SoraWatermarkRemoverOperator(BaseOperator):
         hook = hook_for_connection(self.conn_id)
         config = hook.service_config()
         if self.upload_method:
-            from dataclasses import replace
-
-            config = replace(config, upload_method=self.upload_method or DEFAULT_UPLOAD_METHOD)
+            config = replace(config, upload_method=self.upload_method)
         return hook.client_class(config)
 
     def _batch(self, context: Any) -> _BatchContext:
         return _BatchContext(self, context)
-
-    def _push_task_ids(self, context: Any, batch: BatchRun, urls: list[str]) -> None:
-        ids = [r.task_id for r in (batch.store.load(u) for u in urls) if r is not None and r.task_id]
-        if ids:
-            context["ti"].xcom_push(key=TASK_IDS_KEY, value=ids)
 
     def _report(self, context: Any, batch: BatchRun, urls: list[str], rejected: list[VideoOutcome],
                 outcomes: list[VideoOutcome], *, worker_seconds: float) -> dict[str, Any]:
@@ -237,7 +231,7 @@ class SoraWatermarkRemoverOperator(BaseOperator):
 
         urls = [self.video_url] if isinstance(self.video_url, str) else list(self.video_url)
         output = ObjectStoragePath(self.output_path)
-        protocol = output.protocol[0] if isinstance(output.protocol, (tuple, list)) else output.protocol
+        protocol = protocol_of(output)
         return OperatorLineage(
             inputs=[Dataset(namespace="https://sora.chatgpt.com", name=u.split("sora.chatgpt.com", 1)[-1])
                     for u in urls],
