@@ -124,11 +124,13 @@ class SoraServiceHook(BaseHook):
 
     @classmethod
     def _ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["login", "port", "schema"],
-            "relabeling": {"host": "Base URL", "password": "API key"},
-            "placeholders": {"host": cls.default_base_url, "password": f"your {cls.hook_name} API key"},
-        }
+        """The provider info's declaration (what Airflow 3.2+ reads), in the legacy method's shape."""
+        from airflow_sora import get_provider_info
+
+        (declared,) = [c for c in get_provider_info()["connection-types"] if c["connection-type"] == cls.conn_type]
+        behaviour = declared["ui-field-behaviour"]
+        return {"hidden_fields": list(behaviour["hidden-fields"]), "relabeling": dict(behaviour["relabeling"]),
+                "placeholders": dict(behaviour["placeholders"])}
 
     @classmethod
     def _form_widgets(cls, with_upload_method: bool) -> dict[str, Any]:
