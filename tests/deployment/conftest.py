@@ -16,6 +16,8 @@ from tests.deployment.services import S3Process, SandboxProcess
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 BUCKET = "chaos"
+#: What the cluster's sandbox starts with; cases that change a setting put it back to this.
+SANDBOX_SETTINGS = {"latency": 1.0, "latency_jitter": 0.3, "invisible_for": 0.3, "result_size": 32 * 1024}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -46,7 +48,7 @@ def cluster() -> Iterator[Cluster]:
     deployment = Deployment(executor="CeleryExecutor", workers=2, worker_concurrency=4)
     keys = deployment.api_keys
     sandbox = SandboxProcess.start({keys["kie"]: 1_000_000, keys["savesora"]: 100_000},
-                                   "--latency", "1.0", "--latency-jitter", "0.3", "--invisible-for", "0.3")
+                                   *[f"--{key.replace('_', '-')}={value}" for key, value in SANDBOX_SETTINGS.items()])
     s3 = S3Process.start()
     s3.create_bucket(BUCKET)
     deployment.extra_env.update({

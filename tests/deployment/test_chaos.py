@@ -13,7 +13,8 @@ import itertools
 import json
 import signal
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -21,7 +22,7 @@ import pytest
 
 from airflow_sora.sandbox.faults import Faults
 from tests.deployment.cluster import wait_for
-from tests.deployment.conftest import BUCKET, Cluster
+from tests.deployment.conftest import BUCKET, SANDBOX_SETTINGS, Cluster
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(900)]
 BATCH, MAPPED = "sora_watermark_batch", "sora_watermark_mapped"
@@ -38,8 +39,15 @@ def set_faults(cluster: Cluster, **faults: Any) -> None:
     cluster.sandbox.set_faults(**{**Faults().model_dump(), **faults})
 
 
-def sandbox_config(cluster: Cluster, **settings: Any) -> None:
-    httpx.post(f"{cluster.sandbox.url}/_sandbox/config", json=settings).raise_for_status()
+@contextmanager
+def sandbox_settings(cluster: Cluster, **settings: Any) -> Iterator[None]:
+    """Change sandbox settings for one case, then put back the ones the cluster started with."""
+    config_url = f"{cluster.sandbox.url}/_sandbox/config"
+    httpx.post(config_url, json=settings).raise_for_status()
+    try:
+        yield
+    finally:
+        httpx.post(config_url, json={key: SANDBOX_SETTINGS[key] for key in settings}).raise_for_status()
 
 
 def remove_task_instances(cluster: Cluster, dag_id: str, run_id: str) -> list[dict[str, Any]]:
@@ -218,12 +226,9 @@ def test_worker_killed_while_landing(cluster: Cluster) -> None:
         wait_for(lambda: cluster.sandbox.summary()["requests"].get("files", 0) >= 1, 180, "a download")
         kill_workers(cluster)
 
-    sandbox_config(cluster, result_size=48 * 1024 * 1024)
-    try:
+    with sandbox_settings(cluster, result_size=48 * 1024 * 1024):
         row = run_case(cluster, "kill_landing", faults={}, action=kill_mid_landing,
                        description="SIGKILL both Celery workers during 48 MiB downloads")
-    finally:
-        sandbox_config(cluster, result_size=32 * 1024)
     assert row["landed"] == row["videos"]
 
 
@@ -244,12 +249,9 @@ def test_triggerer_killed_while_deferred(cluster: Cluster) -> None:
         cluster.deployment.processes["triggerer"].popen.wait(30)
         cluster.deployment.start_component("triggerer", ["triggerer"])
 
-    sandbox_config(cluster, latency=8.0)
-    try:
+    with sandbox_settings(cluster, latency=8.0):
         row = run_case(cluster, "kill_triggerer", faults={}, action=kill_triggerer,
                        description="SIGKILL the triggerer while the batch is deferred; start a new one")
-    finally:
-        sandbox_config(cluster, latency=1.0)
     assert row["landed"] == row["videos"]
 
 
@@ -288,12 +290,9 @@ def test_mark_a_deferred_task_failed(cluster: Cluster) -> None:
                                           json={"new_state": "failed"})
         response.raise_for_status()
 
-    sandbox_config(cluster, latency=8.0)
-    try:
+    with sandbox_settings(cluster, latency=8.0):
         row = run_case(cluster, "mark_failed", faults={}, action=mark_failed, expect="failed",
                        description="mark the deferred remove task failed")
-    finally:
-        sandbox_config(cluster, latency=1.0)
     assert row["landed"] == 0 and row["charged"] == row["videos"]
 
 
