@@ -26,7 +26,13 @@ from typing import Any
 
 import httpx
 
+from airflow_sora.sandbox.process import SandboxProcess
+
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the deployment harness and the S3 server helper live with the tests
+
+from tests.deployment.services import S3Process  # noqa: E402
+
 RESULTS = REPO / "bench" / "results"
 KEY = "bench-kie-key"
 LATENCY, JITTER = 2.0, 0.5
@@ -36,32 +42,21 @@ def video_urls(n: int) -> list[str]:
     return [f"https://sora.chatgpt.com/p/s_{i:032x}" for i in range(1, n + 1)]
 
 
-class Sandbox:
-    """The bundled sandbox in its own process, as users and the demo run it."""
+class Sandbox(SandboxProcess):
+    """The bundled sandbox in its own process, with the benchmark's latency and create limit."""
 
-    def __init__(self, create_limit: int, create_window: float = 10.0) -> None:
-        self.create_limit, self.create_window = create_limit, create_window
-        port_file = Path(tempfile.mkdtemp()) / "port"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "airflow_sora.sandbox", "--port", "0", "--port-file", str(port_file),
-             "--account", f"{KEY}=1000000", "--latency", str(LATENCY), "--latency-jitter", str(JITTER),
-             "--create-limit", str(create_limit), "--create-window", str(create_window), "--seed", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(200):
-            if port_file.exists() and port_file.read_text():
-                break
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{port_file.read_text()}"
+    create_limit: int
+    create_window: float
 
-    def summary(self) -> dict[str, Any]:
-        return dict(httpx.get(f"{self.url}/_sandbox/summary").json())
-
-    def charges(self) -> list[dict[str, Any]]:
-        return list(httpx.get(f"{self.url}/_sandbox/charges").json())
+    @classmethod
+    def with_limit(cls, create_limit: int, create_window: float = 10.0) -> Sandbox:
+        started = cls.start({KEY: 1_000_000}, "--latency", str(LATENCY), "--latency-jitter", str(JITTER),
+                            "--create-limit", str(create_limit), "--create-window", str(create_window), "--seed", "1")
+        started.create_limit, started.create_window = create_limit, create_window
+        return started
 
     def close(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
+        self.stop()
 
 
 def api_calls(summary: dict[str, Any]) -> int:
@@ -119,7 +114,6 @@ class RssSampler:
 
 def mapped_mode(sandbox: Sandbox, urls: list[str], output: str) -> dict[str, Any]:
     """One task per URL on a LocalExecutor deployment (PostgreSQL), the triggerer waiting for each."""
-    sys.path.insert(0, str(REPO))
     from tests.deployment.cluster import Deployment, missing_services
 
     if missing_services():
@@ -231,7 +225,7 @@ def mkdir(path: Path) -> Path:
 
 def measured(limit: int, n: int, mode: Any) -> dict[str, Any]:
     """Run one mode against a fresh sandbox and add what the sandbox saw: API calls and credits."""
-    sandbox = Sandbox(limit)
+    sandbox = Sandbox.with_limit(limit)
     try:
         result = dict(mode(sandbox))
         summary = sandbox.summary()
@@ -248,7 +242,7 @@ def throughput(n: int, modes: set[str]) -> dict[str, Any]:
     urls = video_urls(n)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        probe_box = Sandbox(limit)
+        probe_box = Sandbox.with_limit(limit)
         try:
             probe = time.monotonic()
             httpx.get(f"{probe_box.url}/_sandbox/synthetic/32768.mp4")
@@ -269,8 +263,8 @@ def throughput(n: int, modes: set[str]) -> dict[str, Any]:
 
 
 # landing ------------------------------------------------------------------------------------------------
-def landing(size: int, s3_url: str) -> dict[str, Any]:
-    sandbox = Sandbox(20)
+def landing(size: int, s3: S3Process) -> dict[str, Any]:
+    sandbox = Sandbox.with_limit(20)
     url = f"{sandbox.url}/_sandbox/synthetic/{size}.mp4"
     row: dict[str, Any] = {"size_bytes": size}
     try:
@@ -278,10 +272,11 @@ def landing(size: int, s3_url: str) -> dict[str, Any]:
             for name, target in (("plain_copy", f"{tmp}/plain.mp4"), ("lander_local", f"file://{tmp}/local/"),
                                  ("plain_s3", "s3://aws_default@bench/plain/"),
                                  ("lander_s3", "s3://aws_default@bench/landing/")):
-                row[name] = land_in_subprocess(name, url, target, s3_url)
+                row[name] = land_in_subprocess(name, url, target, s3)
                 for leftover in Path(tmp).rglob("*.mp4"):
                     leftover.unlink()
-                empty_bucket(s3_url)  # moto keeps objects in memory
+                for key in s3.objects("bench"):  # moto keeps objects in memory
+                    s3.client().delete_object(Bucket="bench", Key=key)
     finally:
         sandbox.close()
     for name in ("lander_local", "lander_s3", "plain_s3"):
@@ -290,44 +285,11 @@ def landing(size: int, s3_url: str) -> dict[str, Any]:
     return row
 
 
-def empty_bucket(s3_url: str) -> None:
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1", aws_access_key_id="bench",
-                      aws_secret_access_key="bench")
-    for item in s3.list_objects_v2(Bucket="bench").get("Contents", []):
-        s3.delete_object(Bucket="bench", Key=item["Key"])
-
-
-def land_in_subprocess(kind: str, url: str, target: str, s3_url: str) -> dict[str, Any]:
-    env = dict(os.environ)
-    env["AIRFLOW_CONN_AWS_DEFAULT"] = json.dumps({"conn_type": "aws", "login": "bench", "password": "bench",
-                                                  "extra": {"endpoint_url": s3_url, "region_name": "us-east-1"}})
+def land_in_subprocess(kind: str, url: str, target: str, s3: S3Process) -> dict[str, Any]:
+    env = {**os.environ, "AIRFLOW_CONN_AWS_DEFAULT": s3.connection()}
     out = subprocess.run([sys.executable, str(REPO / "bench" / "land_one.py"), kind, url, target], env=env,
                          capture_output=True, text=True, check=True)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
-def start_s3() -> tuple[subprocess.Popen[bytes], str]:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(url)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    import boto3
-
-    boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="bench",
-                 aws_secret_access_key="bench").create_bucket(Bucket="bench")
-    return process, url
 
 
 # report ---------------------------------------------------------------------------------------------------
@@ -399,14 +361,15 @@ def main() -> int:
         results["throughput"].append(row)
         print(json.dumps(row), flush=True)
     if args.landing:
-        s3, s3_url = start_s3()
+        s3 = S3Process.start()
+        s3.create_bucket("bench")
         try:
             for size in [parse_size(x) for x in args.landing.split(",") if x]:
-                row = landing(size, s3_url)
+                row = landing(size, s3)
                 results["landing"].append(row)
                 print(json.dumps(row), flush=True)
         finally:
-            s3.terminate()
+            s3.stop()
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = results["when"].replace(":", "").replace("-", "")
     (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2))

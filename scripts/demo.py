@@ -11,9 +11,9 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
+
+from airflow_sora.sandbox.process import SandboxProcess
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT = REPO / "output"
@@ -33,19 +33,7 @@ def airflow_env() -> dict[str, str]:
     return env
 
 
-def start_sandbox() -> tuple[subprocess.Popen[bytes], str]:
-    port_file = Path(tempfile.mkdtemp()) / "port"
-    process = subprocess.Popen([sys.executable, "-m", "airflow_sora.sandbox", "--port", "0", "--port-file",
-                                str(port_file), "--latency", "2.0"], stdout=subprocess.DEVNULL)
-    for _ in range(100):
-        if port_file.exists() and port_file.read_text():
-            return process, f"http://127.0.0.1:{port_file.read_text()}"
-        time.sleep(0.1)
-    process.kill()
-    raise SystemExit("the sandbox did not start")
-
-
-def connection(env: dict[str, str]) -> tuple[str, subprocess.Popen[bytes] | None]:
+def connection(env: dict[str, str]) -> tuple[str, SandboxProcess | None]:
     """Point a connection at the real service if a key is given, else at a fresh sandbox."""
     if os.environ.get("KIE_API_KEY"):
         env["AIRFLOW_CONN_KIE_DEFAULT"] = json.dumps({"conn_type": "kie", "password": os.environ["KIE_API_KEY"]})
@@ -54,10 +42,9 @@ def connection(env: dict[str, str]) -> tuple[str, subprocess.Popen[bytes] | None
         env["AIRFLOW_CONN_SAVESORA_DEFAULT"] = json.dumps({"conn_type": "savesora",
                                                            "password": os.environ["SAVESORA_API_KEY"]})
         return "savesora_default", None
-    sandbox, url = start_sandbox()
-    print(f"Using the bundled sandbox at {url} (set KIE_API_KEY or SAVESORA_API_KEY for the real service)")
-    env["AIRFLOW_CONN_KIE_DEFAULT"] = json.dumps({"conn_type": "kie", "host": url, "password": "sandbox-kie-key",
-                                                  "extra": {"allow_private_result_hosts": True}})
+    sandbox = SandboxProcess.start({"sandbox-kie-key": 100_000}, "--latency", "2.0")
+    print(f"Using the bundled sandbox at {sandbox.url} (set KIE_API_KEY or SAVESORA_API_KEY for the real service)")
+    env["AIRFLOW_CONN_KIE_DEFAULT"] = sandbox.connection("kie", "sandbox-kie-key")
     return "kie_default", sandbox
 
 
@@ -75,7 +62,7 @@ def main() -> int:
                              env=env, capture_output=True, text=True)
     finally:
         if sandbox is not None:
-            sandbox.terminate()
+            sandbox.stop()
     log_file = HOME / "demo-last-run.log"
     log_file.write_text(run.stdout + run.stderr)
     manifest = read_manifest(env)
