@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from airflow_sora.sandbox.process import SandboxProcess
 from tests.deployment.cluster import Deployment, missing_services
-from tests.deployment.services import S3Process, SandboxProcess
+from tests.deployment.services import S3Process
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 BUCKET = "chaos"
