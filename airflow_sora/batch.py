@@ -275,13 +275,29 @@ class BatchRun:
         pending = list(task_ids)
         started = time.monotonic()
         time.sleep(min(schedule.first_poll_after, max(0.0, deadline - time.time())))
-        while pending and time.time() < deadline:
+        while pending:
             for task_id in pending:
                 statuses[task_id] = self.client.get_status(task_id)
             pending = [t for t in pending if not statuses[t].terminal]
-            if pending:
-                time.sleep(min(schedule.delay(time.monotonic() - started), max(0.0, deadline - time.time())))
+            remaining = deadline - time.time()
+            if not pending or remaining <= 0:
+                break  # the last look is at the deadline, not a poll interval before it
+            time.sleep(min(schedule.delay(time.monotonic() - started), remaining))
         return statuses
+
+    def keep_finished(self, urls: Iterable[str], statuses: dict[str, TaskStatus]) -> None:
+        """Persist what finished tasks gave, so a resumed try lands them without asking the service again."""
+        for url in urls:
+            if url not in self.outcomes:
+                self._keep_if_finished(url, self.store.load(url), statuses)
+
+    def _keep_if_finished(self, url: str, record: VideoRecord | None, statuses: dict[str, TaskStatus]
+                          ) -> VideoRecord | None:
+        if record is not None and record.phase is Phase.SUBMITTED and record.result is None:
+            status = statuses.get(record.task_id or "")
+            if status is not None and status.terminal:
+                return self._record_terminal(url, record, status)
+        return record
 
     # landing --------------------------------------------------------------------------------------
     def finish(self, urls: list[str], statuses: dict[str, TaskStatus], *, wait_error: str | None = None
@@ -291,11 +307,7 @@ class BatchRun:
         for url in urls:
             if url in self.outcomes:
                 continue
-            record = self.store.load(url)
-            if record is not None and record.phase is Phase.SUBMITTED and record.result is None:
-                status = statuses.get(record.task_id or "")
-                if status is not None and status.terminal:
-                    record = self._record_terminal(url, record, status)
+            record = self._keep_if_finished(url, self.store.load(url), statuses)
             if record is not None and record.phase is Phase.FAILED:
                 self._settle(url, VideoStatus.FAILED, record, error=record.error)
             elif record is None or record.phase is not Phase.SUBMITTED:

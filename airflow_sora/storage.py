@@ -1,23 +1,26 @@
 """Small object-storage helpers: atomic writes and reads on any ``ObjectStoragePath``.
 
-Local paths publish by ``os.replace`` of a temporary file in the same folder; remote stores (S3 and friends)
-write through fsspec with ``autocommit=False`` and commit only once everything is verified, so an aborted
-write never leaves a partial object at the final key.
+Local paths publish by ``os.replace`` of a temporary file in the same folder; S3 through a multipart upload
+completed only once everything is verified; other remote stores through fsspec with ``autocommit=False``.
+An aborted write never leaves a partial object at the final key.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import uuid
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from airflow.sdk import ObjectStoragePath
 
+from airflow_sora.multipart import DEFAULT_PART_SIZE, ConcurrentMultipartUpload, S3Call
+
 LOCAL_PROTOCOLS = {"file", "local", ""}
 #: Multipart part size for remote stores: bounds the memory a landing holds, whatever the file size.
-PART_SIZE = 8 * 1024 * 1024
+PART_SIZE = DEFAULT_PART_SIZE
 
 
 def protocol_of(path: ObjectStoragePath) -> str:
@@ -37,41 +40,109 @@ def fs_path(path: ObjectStoragePath) -> str:
     return str(path.path)
 
 
+def s3_api_for(path: ObjectStoragePath) -> S3Call | None:
+    """A thread-safe S3 API caller for an ``s3://`` path, built from the path's Airflow connection.
+
+    A plain (synchronous) boto3 client: its calls run truly in parallel in threads, unlike calls funnelled
+    through s3fs's single event loop. None for other stores, or without the Amazon provider.
+    """
+    if protocol_of(path) not in ("s3", "s3a", "s3n"):
+        return None
+    try:
+        client = _s3_client(conn_id_of(path))
+    except ImportError:
+        return None
+    return lambda method, **kwargs: getattr(client, method)(**kwargs)
+
+
+def conn_id_of(path: ObjectStoragePath) -> str | None:
+    """The Airflow connection a path names (``s3://conn@bucket/key``), on Airflow 3.1 and 3.3 alike.
+
+    Airflow 3.3 has ``path.conn_id``; 3.1 keeps it only in the path's storage options.
+    """
+    conn_id = getattr(path, "conn_id", None)
+    if conn_id is None:
+        conn_id = (getattr(path, "storage_options", None) or {}).get("conn_id")
+    return conn_id
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_client(conn_id: str | None) -> Any:
+    """One client per connection per process (clients are thread-safe and cost ~0.1 s to build)."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=conn_id).get_conn()
+
+
 class Publication:
-    """A write that becomes visible at its final key only on ``commit``; ``discard`` leaves nothing there."""
+    """A write that becomes visible at its final key only on ``commit``; ``discard`` leaves nothing there.
+
+    Local paths: a temporary file in the same folder, then ``os.replace``. S3: a multipart upload with
+    several parts in flight. Other remote stores: fsspec with ``autocommit=False``.
+    """
 
     def __init__(self, target: ObjectStoragePath) -> None:
         self.target = target
-        self._local = is_local(target)
-        if self._local:
-            final = fs_path(target)
-            os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
-            self._temp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{uuid.uuid4().hex}.part")
-            self.handle: IO[bytes] = open(self._temp, "wb")  # noqa: SIM115 - closed in commit/discard
+        self._sink: _Sink
+        if is_local(target):
+            self._sink = _LocalFile(fs_path(target))
+        elif (s3 := s3_api_for(target)) is not None:
+            self._sink = ConcurrentMultipartUpload(s3, fs_path(target), part_size=PART_SIZE)
         else:
-            self.handle = target.fs.open(fs_path(target), "wb", autocommit=False, block_size=PART_SIZE)
+            self._sink = _FsspecFile(target.fs.open(fs_path(target), "wb", autocommit=False, block_size=PART_SIZE))
+
+    def write(self, data: bytes) -> None:
+        self._sink.write(data)
+
+    def commit(self) -> None:
+        self._sink.commit()
+
+    def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self._sink.discard()
+
+
+class _Sink(Protocol):
+    def write(self, data: bytes) -> None: ...
+    def commit(self) -> None: ...
+    def discard(self) -> None: ...
+
+
+class _LocalFile:
+    def __init__(self, final: str) -> None:
+        os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
+        self.final = final
+        self.temp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{uuid.uuid4().hex}.part")
+        self.handle: IO[bytes] = open(self.temp, "wb")  # noqa: SIM115 - closed in commit/discard
 
     def write(self, data: bytes) -> None:
         self.handle.write(data)
 
     def commit(self) -> None:
-        if self._local:
-            self.handle.flush()
-            os.fsync(self.handle.fileno())
-            self.handle.close()
-            os.replace(self._temp, fs_path(self.target))
-        else:
-            self.handle.close()  # uploads the last part; with autocommit=False nothing is visible yet
-            self.handle.commit()  # type: ignore[attr-defined]
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        os.replace(self.temp, self.final)
 
     def discard(self) -> None:
-        with contextlib.suppress(Exception):
-            if self._local:
-                self.handle.close()
-                os.unlink(self._temp)
-            else:
-                self.handle.discard()  # type: ignore[attr-defined]  # aborts the multipart upload
-                self.handle.closed = True  # type: ignore[misc]  # nothing left to flush
+        self.handle.close()
+        os.unlink(self.temp)
+
+
+class _FsspecFile:
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    def write(self, data: bytes) -> None:
+        self.handle.write(data)
+
+    def commit(self) -> None:
+        self.handle.close()  # uploads the last part; with autocommit=False nothing is visible yet
+        self.handle.commit()
+
+    def discard(self) -> None:
+        self.handle.discard()  # aborts the multipart upload
+        self.handle.closed = True  # nothing left to flush
 
 
 @contextlib.contextmanager

@@ -11,11 +11,14 @@ import os
 import resource
 import sys
 import time
+from typing import Any
 
+import boto3
 import httpx
 from airflow.sdk import ObjectStoragePath
 
 from airflow_sora.landing import ResultLander
+from airflow_sora.storage import s3_api_for
 
 
 def plain_copy(url: str, path: str) -> int:
@@ -44,17 +47,17 @@ class _StreamReader:
         return data
 
 
-def plain_s3(url: str, target: str) -> int:
-    """The store's own ceiling: stream straight into a boto3 multipart upload, no checks."""
-    path = ObjectStoragePath(target) / "plain.mp4"
-    import boto3
-
+def boto3_client() -> Any:
     conn = json.loads(os.environ["AIRFLOW_CONN_AWS_DEFAULT"])
-    s3 = boto3.client("s3", endpoint_url=conn["extra"]["endpoint_url"], region_name="us-east-1",
-                      aws_access_key_id=conn["login"], aws_secret_access_key=conn["password"])
-    bucket, _, key = str(path.path).partition("/")
+    return boto3.client("s3", endpoint_url=conn["extra"]["endpoint_url"], region_name="us-east-1",
+                        aws_access_key_id=conn["login"], aws_secret_access_key=conn["password"])
+
+
+def plain_s3(url: str, target: str) -> int:
+    """The store's own ceiling: stream straight into boto3's multipart upload (its transfer manager), no checks."""
+    bucket, _, key = str((ObjectStoragePath(target) / "plain.mp4").path).partition("/")
     with httpx.stream("GET", url, timeout=600) as response:
-        s3.upload_fileobj(_StreamReader(response.iter_bytes(1 << 20)), bucket, key)
+        boto3_client().upload_fileobj(_StreamReader(response.iter_bytes(1 << 20)), bucket, key)
         return int(response.headers["content-length"])
 
 
@@ -69,8 +72,10 @@ def lander(url: str, target: str) -> int:
 
 def main() -> None:
     kind, url, target = sys.argv[1:4]
-    if kind in ("lander_s3", "plain_s3"):
-        ObjectStoragePath(target).fs  # noqa: B018 - build the S3 client before the clock starts
+    if kind == "plain_s3":
+        boto3_client()  # imports and credential lookup happen before the clock starts, for both S3 writers
+    if kind == "lander_s3":
+        s3_api_for(ObjectStoragePath(target))
     started = time.monotonic()
     size = {"plain_copy": plain_copy, "plain_s3": plain_s3}.get(kind, lander)(url, target)
     seconds = time.monotonic() - started

@@ -30,4 +30,6 @@ with DAG(
         conn_id="{{ params.conn_id }}",
         outlets=[SORA_CLEAN_VIDEOS],
         map_index_template="{{ task.video_url }}",
+        # one video takes ~2 s: waiting that long in the worker beats a deferral round trip
+        wait_before_defer=3.0,
     ).expand(video_url=video_urls())

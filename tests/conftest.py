@@ -94,6 +94,15 @@ def s3_server() -> Iterator[str]:
         "conn_type": "aws", "login": "testing", "password": "testing",
         "extra": {"endpoint_url": url, "region_name": "us-east-1"},
     })
+    # Airflow caches one filesystem per connection id for the process: a test that only built an
+    # ``s3://aws_default@...`` path earlier must not leave one pointing at the real AWS endpoint.
+    from airflow.sdk.io import store
+
+    from airflow_sora.storage import _s3_client
+
+    for alias in [a for a in store._STORE_CACHE if a.startswith(("s3-", "s3a-", "s3n-"))]:
+        del store._STORE_CACHE[alias]
+    _s3_client.cache_clear()
     yield url
     server.stop()
 

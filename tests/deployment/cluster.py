@@ -183,8 +183,22 @@ class Deployment:
                                                           f"worker{index}-{uuid.uuid4().hex[:6]}@%h"])
 
     def stop(self) -> None:
+        """Stop every process, then drop the database; an interruption (a second SIGTERM or Ctrl-C) while
+        one process stops still kills the rest and drops the database before it is re-raised."""
+        interrupted: BaseException | None = None
         for process in self.processes.values():
-            process.stop()
+            try:
+                process.stop()
+            except BaseException as error:
+                process.kill(signal.SIGKILL)
+                interrupted = interrupted or error
+        try:
+            self._drop_state()
+        finally:
+            if interrupted is not None:
+                raise interrupted
+
+    def _drop_state(self) -> None:
         if self.executor == "CeleryExecutor":
             subprocess.run(["redis-cli", "-h", REDIS[0], "-n", str(self.redis_db), "FLUSHDB"], capture_output=True)
         with suppress(subprocess.CalledProcessError):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from airflow_sora._compat import AirflowException, AirflowFailException
+from airflow_sora._compat import AirflowException, AirflowFailException, TaskDeferred
 from airflow_sora.operators import SoraWatermarkRemoverOperator
 from airflow_sora.sandbox import SandboxServer
 from tests.conftest import VIDEO_URLS, s3_keys
@@ -222,3 +223,30 @@ def test_a_deleted_output_is_landed_again_without_a_new_charge(sandbox_connectio
     assert again.error is None and again.value["counts"]["landed"] == 1
     assert_landed(output, VIDEO_URLS[0], "kie")
     assert charges_by_video(sandbox_connections) == {VIDEO_URLS[0]: 1}
+
+
+def test_wait_before_defer_lands_a_quick_task_without_deferring(sandbox_connections: SandboxServer,
+                                                                tmp_path: Path) -> None:
+    output = local_output(tmp_path)
+    result = run_try(operator(output, VIDEO_URLS[0], wait_before_defer=5.0))
+    assert result.error is None and not result.deferred
+    assert result.value["counts"]["landed"] == 1
+    assert_landed(output, VIDEO_URLS[0], "kie")
+    assert charges_by_video(sandbox_connections) == {VIDEO_URLS[0]: 1}
+
+
+def test_wait_before_defer_hands_only_unfinished_tasks_to_the_trigger(sandbox_connections: SandboxServer,
+                                                                      tmp_path: Path) -> None:
+    output = local_output(tmp_path)
+    sandbox_connections.state.config.latency_jitter = 0.0
+    with pytest.raises(TaskDeferred):  # a first try submits one quick task and stops at the deferral
+        operator(output, VIDEO_URLS[0]).execute({"ti": TaskInstanceStandIn()})
+    time.sleep(sandbox_connections.state.config.latency + 0.2)  # let it finish before the next try looks
+    sandbox_connections.state.config.latency = 1.5
+    result = run_try(operator(output, VIDEO_URLS[:2], wait_before_defer=0.5), TaskInstanceStandIn(try_number=2))
+    assert result.error is None and result.deferred
+    task_ids = {t.video_url: t.task_id for t in sandbox_connections.state.tasks.values()}
+    assert result.trigger is not None and result.trigger.task_ids == [task_ids[VIDEO_URLS[1]]]
+    assert result.value["counts"]["landed"] == 2
+    assert sandbox_connections.state.polls_by_task[task_ids[VIDEO_URLS[0]]] == 1  # finished: never polled again
+    assert charges_by_video(sandbox_connections) == {VIDEO_URLS[0]: 1, VIDEO_URLS[1]: 1}
