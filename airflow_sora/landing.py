@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import os
 import queue
 import re
 import socket
@@ -24,10 +25,11 @@ import httpx
 from airflow.sdk import ObjectStoragePath
 
 from airflow_sora import __version__
+from airflow_sora.lease import LandingLease
 from airflow_sora.services.errors import ResultDownloadError, ResultLinkExpiredError, UnsafeResultUrlError
 from airflow_sora.services.models import RemovalResult
 from airflow_sora.services.transport import user_agent
-from airflow_sora.state import utcnow
+from airflow_sora.state import STATE_DIR, utcnow
 from airflow_sora.storage import publish, read_bytes_or_none, size_or_none, write_atomic
 
 CHUNK_SIZE = 1 << 20
@@ -94,8 +96,9 @@ class ResultLander:
 
     def __init__(self, output: ObjectStoragePath, *, allow_private_hosts: bool = False,
                  client: httpx.Client | None = None, chunk_size: int = CHUNK_SIZE,
-                 read_timeout: float = 120.0) -> None:
+                 read_timeout: float = 120.0, holder: str | None = None) -> None:
         self.output = output
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
         self.allow_private_hosts = allow_private_hosts
         self.chunk_size = chunk_size
         self._client = client or httpx.Client(
@@ -127,9 +130,19 @@ class ResultLander:
             return None
         return dict(sidecar)
 
+    def lease_path(self, post_id: str) -> ObjectStoragePath:
+        return self.output / STATE_DIR / "_leases" / f"{safe_object_name(post_id)}.json"
+
     def land(self, result: RemovalResult, *, provenance: dict[str, Any], keep_source: bool = False,
              refresh: Callable[[str], str] | None = None) -> LandedVideo:
+        """Download, verify and publish the video, then its sidecar, holding the video's lease throughout,
+        so two runs landing the same post id here never leave one's video beside the other's sidecar."""
         post_id = safe_object_name(result.post_id)
+        with LandingLease(self.lease_path(post_id), self.holder).held():
+            return self._land(result, post_id, provenance=provenance, keep_source=keep_source, refresh=refresh)
+
+    def _land(self, result: RemovalResult, post_id: str, *, provenance: dict[str, Any], keep_source: bool,
+              refresh: Callable[[str], str] | None) -> LandedVideo:
         video = self.download(result.clean_url, self.video_path(post_id), refresh=refresh)
         source = None
         if keep_source and result.source_url:

@@ -162,6 +162,56 @@ def write_atomic(target: ObjectStoragePath, data: bytes) -> None:
         publication.write(data)
 
 
+def create_exclusive(target: ObjectStoragePath, data: bytes) -> bool:
+    """Write ``data`` at ``target`` only if nothing is there; False if something already is.
+
+    Atomic where the store allows it: a hard link of a complete temporary file on local paths, S3's
+    conditional ``PutObject`` (``If-None-Match: *``). Other stores check, then write: best effort, so callers
+    read the object back to learn whether their write is the one that stayed.
+    """
+    if is_local(target):
+        return _link_exclusive(fs_path(target), data)
+    if (s3 := s3_api_for(target)) is not None:
+        bucket, _, key = fs_path(target).partition("/")
+        try:
+            s3("put_object", Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+        except Exception as error:  # botocore's ClientError, without importing botocore here
+            if _s3_error_code(error) in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+    if target.exists():
+        return False
+    write_atomic(target, data)
+    return True
+
+
+def _link_exclusive(final: str, data: bytes) -> bool:
+    """A complete temporary file, then ``os.link``: the name appears whole or not at all, and never twice."""
+    local = _LocalFile(final)
+    local.handle.write(data)
+    local.handle.flush()
+    os.fsync(local.handle.fileno())
+    local.handle.close()
+    try:
+        os.link(local.temp, final)
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(local.temp)
+    return True
+
+
+def _s3_error_code(error: Exception) -> str:
+    response = getattr(error, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def delete_if_present(target: ObjectStoragePath) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        target.unlink()
+
+
 def read_bytes_or_none(path: ObjectStoragePath) -> bytes | None:
     try:
         return bytes(path.read_bytes())

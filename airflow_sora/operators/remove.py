@@ -278,7 +278,8 @@ class _BatchContext:
         scope = RunScope(dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id,
                          map_index=-1 if map_index is None else int(map_index))
         self.client = op._client()
-        self.lander = ResultLander(output, allow_private_hosts=self.client.config.allow_private_result_hosts)
+        self.lander = ResultLander(output, allow_private_hosts=self.client.config.allow_private_result_hosts,
+                                   holder="/".join(str(part) for part in scope.as_dict().values()))
         first_link = [True]
 
         def on_submitted(task_id: str) -> None:

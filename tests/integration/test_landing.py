@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import random
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,6 +27,8 @@ class _Files(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         status, headers, body = self.routes.get(self.path, (404, {}, b""))
+        if "X-Jitter" in headers:  # a random pause before the reply, to shuffle concurrent landings
+            time.sleep(random.uniform(0, float(headers["X-Jitter"])))
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
@@ -63,7 +68,12 @@ def test_lands_verified_video_and_sidecar(tmp_path: Path, files: tuple) -> None:
     assert landed.video.sha256 == hashlib.sha256(VIDEO).hexdigest() and landed.video.size == len(VIDEO)
     assert (tmp_path / "out" / f"{POST}.mp4").read_bytes() == VIDEO
     assert (tmp_path / "out" / f"{POST}.json").exists()
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{POST}.json", f"{POST}.mp4"]
+    assert published(tmp_path / "out") == [f"{POST}.json", f"{POST}.mp4"]
+
+
+def published(out: Path) -> list[str]:
+    """What a reader of the folder sees: everything but the provider's own ``_state``."""
+    return sorted(p.name for p in out.iterdir() if p.name != "_state") if out.exists() else []
 
 
 def test_redirects_are_followed_and_checked(tmp_path: Path, files: tuple) -> None:
@@ -88,8 +98,7 @@ def test_bad_downloads_leave_nothing_at_the_final_key(tmp_path: Path, files: tup
     routes["/v.mp4"] = (200, headers, body)
     with pytest.raises(ResultDownloadError, match=match):
         lander(tmp_path).land(result(f"{base}/v.mp4"), provenance={})
-    out = tmp_path / "out"
-    assert not out.exists() or list(out.iterdir()) == []
+    assert published(tmp_path / "out") == []
 
 
 def test_expired_link_without_refresh_is_reported(tmp_path: Path, files: tuple) -> None:
@@ -146,3 +155,27 @@ def test_hostile_post_ids_cannot_name_objects(post_id: str, tmp_path: Path) -> N
     with pytest.raises(ResultDownloadError):
         lander(tmp_path).land(result("https://cdn.example.com/x.mp4", post_id=post_id), provenance={})
     assert not (tmp_path / "out").exists()
+
+
+def test_two_landings_of_one_video_never_mix_their_files(tmp_path: Path, files: tuple) -> None:
+    """Two runs land the same post id at once (different bytes each, as two paid tasks give): whichever
+    stays, the sidecar beside the video describes that very file."""
+    base, routes = files
+    bodies = {name: make_mp4(name, 40_000) for name in ("first", "second")}
+    for name, body in bodies.items():
+        routes[f"/{name}.mp4"] = (200, {"X-Jitter": "0.01"}, body)
+    landers = {name: ResultLander(ObjectStoragePath(f"file://{tmp_path}/out/"), allow_private_hosts=True,
+                                  holder=f"run-{name}") for name in bodies}
+    for _ in range(20):
+        threads = [threading.Thread(target=landers[name].land, args=(result(f"{base}/{name}.mp4"),),
+                                    kwargs={"provenance": {}}) for name in bodies]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        video = (tmp_path / "out" / f"{POST}.mp4").read_bytes()
+        sidecar = json.loads((tmp_path / "out" / f"{POST}.json").read_bytes())
+        assert video in bodies.values()
+        assert sidecar["sha256"] == hashlib.sha256(video).hexdigest()
+    assert published(tmp_path / "out") == [f"{POST}.json", f"{POST}.mp4"]  # every lease was released
+    assert list((tmp_path / "out" / "_state" / "_leases").iterdir()) == []

@@ -1,0 +1,117 @@
+"""One writer at a time per landed video: a lease object created only if absent.
+
+Two runs (a scheduled run and a manual one, or two DAGs sharing a folder) may land the same post id into the
+same output at once. Each publishes two objects, the video and then its sidecar; interleaved, what stays can be
+one run's video and the other's sidecar, whose checksum then lies about the file beside it. Holding a lease
+while both are written keeps every pair whole.
+
+The lease names its holder (dag, run, task, map index) and an expiry that a background thread renews while the
+holder lives. A lease past its expiry is broken, so a worker killed mid-landing blocks others for at most
+``ttl``; a later try of the same task takes its own lease over at once (Airflow runs one try at a time).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from airflow.sdk import ObjectStoragePath
+
+from airflow_sora.services.errors import ResultDownloadError
+from airflow_sora.storage import create_exclusive, delete_if_present, read_bytes_or_none, write_atomic
+
+log = logging.getLogger(__name__)
+
+LEASE_TTL = 120.0
+LEASE_WAIT = 1800.0
+
+
+class LandingBusyError(ResultDownloadError):
+    """Another live writer held the video's lease for longer than this one would wait (retryable)."""
+
+
+class LandingLease:
+    """``with lease.held():`` runs its body while no other holder of the same lease path runs theirs."""
+
+    def __init__(self, path: ObjectStoragePath, holder: str, *, ttl: float = LEASE_TTL,
+                 wait: float = LEASE_WAIT, poll: float = 0.2) -> None:
+        self.path = path
+        self.holder = holder
+        self.ttl = ttl
+        self.wait = wait
+        self.poll = poll
+        self.token = uuid.uuid4().hex
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self.acquire()
+        stop = threading.Event()
+        renewer = threading.Thread(target=self._renew_until, args=(stop,), name="sora-lease", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            renewer.join()
+            self.release()
+
+    def acquire(self) -> None:
+        deadline = time.monotonic() + self.wait
+        while True:
+            if create_exclusive(self.path, self._body()) and self._mine(self.read()):
+                return
+            current = self.read()
+            if current is None:
+                continue  # released between our create and our read: try again at once
+            if current.get("holder") == self.holder or float(current.get("expires_at", 0)) < time.time():
+                log.info("Taking over the landing lease %s from %s (%s)", self.path, current.get("holder"),
+                         "an earlier try" if current.get("holder") == self.holder else "expired")
+                self._delete_if(current)
+                continue
+            if time.monotonic() >= deadline:
+                raise LandingBusyError(
+                    f"{self.path.name}: another run ({current.get('holder')}) has been landing the same video "
+                    f"into this folder for over {self.wait:.0f} s; a retry lands it once that run is done")
+            time.sleep(self.poll)
+
+    def release(self) -> None:
+        if self._mine(self.read()):
+            delete_if_present(self.path)
+
+    def read(self) -> dict[str, Any] | None:
+        raw = read_bytes_or_none(self.path)
+        if raw is None:
+            return None
+        try:
+            return dict(json.loads(raw))
+        except ValueError:
+            return {}  # unreadable: treated as expired (no expiry)
+
+    # internals ------------------------------------------------------------------------------------
+    def _body(self) -> bytes:
+        return json.dumps({"holder": self.holder, "token": self.token,
+                           "expires_at": time.time() + self.ttl}).encode()
+
+    def _mine(self, lease: dict[str, Any] | None) -> bool:
+        return bool(lease) and lease.get("token") == self.token  # type: ignore[union-attr]
+
+    def _delete_if(self, lease: dict[str, Any]) -> None:
+        """Delete the lease if it is still the one read (narrows the window where a fresh lease goes too)."""
+        if self.read() == lease:
+            delete_if_present(self.path)
+
+    def _renew_until(self, stop: threading.Event) -> None:
+        while not stop.wait(self.ttl / 3):
+            try:
+                if not self._mine(self.read()):
+                    log.warning("The landing lease %s was taken over while this worker held it", self.path)
+                    return
+                write_atomic(self.path, self._body())
+            except Exception as error:  # a store hiccup: the next renewal (ttl/3 later) tries again
+                log.warning("Renewing the landing lease %s failed: %s", self.path, type(error).__name__)
