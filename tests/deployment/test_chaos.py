@@ -249,7 +249,9 @@ def test_triggerer_killed_while_deferred(cluster: Cluster) -> None:
         cluster.deployment.processes["triggerer"].popen.wait(30)
         cluster.deployment.start_component("triggerer", ["triggerer"])
 
-    with sandbox_settings(cluster, latency=8.0):
+    # Long enough tasks that the trigger row is still there when a fresh interpreter has imported Airflow to
+    # read it (seconds on a busy two-core machine).
+    with sandbox_settings(cluster, latency=20.0):
         row = run_case(cluster, "kill_triggerer", faults={}, action=kill_triggerer,
                        description="SIGKILL the triggerer while the batch is deferred; start a new one")
     assert row["landed"] == row["videos"]
