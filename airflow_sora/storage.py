@@ -213,6 +213,19 @@ def delete_if_present(target: ObjectStoragePath) -> None:
 
 
 def read_bytes_or_none(path: ObjectStoragePath) -> bytes | None:
+    """The object's bytes, or None if there is none.
+
+    S3 objects are read with one GET: fsspec's read (a HEAD, then a GET bound to the ETag it saw) fails when
+    the object is rewritten between the two, as a lease being renewed is.
+    """
+    if (s3 := s3_api_for(path)) is not None:
+        bucket, _, key = fs_path(path).partition("/")
+        try:
+            return bytes(s3("get_object", Bucket=bucket, Key=key)["Body"].read())
+        except Exception as error:  # botocore's ClientError, without importing botocore here
+            if _s3_error_code(error) in ("NoSuchKey", "404"):
+                return None
+            raise
     try:
         return bytes(path.read_bytes())
     except FileNotFoundError:

@@ -63,8 +63,9 @@ def test_an_expired_lease_is_broken_and_an_earlier_try_taken_over(folder: Object
 def test_a_live_lease_is_renewed_and_a_waiter_gives_up_with_a_clear_error(folder: ObjectStoragePath) -> None:
     path = folder / "lease.json"
     busy = r"another run \(dag/run-a/land/-1\).*a retry lands it"
-    with LandingLease(path, "dag/run-a/land/-1", ttl=0.6).held(), pytest.raises(LandingBusyError, match=busy):
-        LandingLease(path, "run-b", wait=1.5, poll=0.05).acquire()  # 1.5 s > ttl: only renewal keeps it
+    # Waits twice the time to live: only renewal (every ttl/3, slack for a busy machine) keeps the lease alive.
+    with LandingLease(path, "dag/run-a/land/-1", ttl=2.0).held(), pytest.raises(LandingBusyError, match=busy):
+        LandingLease(path, "run-b", wait=4.0, poll=0.1).acquire()
     assert not path.exists()
 
 
