@@ -30,11 +30,11 @@ def create(url: str, **body: object) -> dict[str, object]:
 
 
 def test_task_walks_through_the_documented_states(sandbox: SandboxServer) -> None:
-    sandbox.state.config.latency = 1.0
+    sandbox.state.config.latency = 3.0  # each state lasts 0.6 s or more: a busy machine still sees every one
     sandbox.state.config.latency_jitter = 0.0
     task_id = create(sandbox.url)["data"]["taskId"]  # type: ignore[index]
     seen: list[str] = []
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         body = httpx.get(f"{sandbox.url}/api/v1/jobs/recordInfo", params={"taskId": task_id}, headers=HEADERS).json()
         state = body["msg"] if body["code"] == 422 else body["data"]["state"]
