@@ -40,6 +40,12 @@ def fs_path(path: ObjectStoragePath) -> str:
     return str(path.path)
 
 
+def bucket_and_key(path: ObjectStoragePath) -> tuple[str, str]:
+    """An S3 path as the API names it."""
+    bucket, _, key = fs_path(path).partition("/")
+    return bucket, key
+
+
 def s3_api_for(path: ObjectStoragePath) -> S3Call | None:
     """A thread-safe S3 API caller for an ``s3://`` path, built from the path's Airflow connection.
 
@@ -119,10 +125,14 @@ class _LocalFile:
         self.handle.write(data)
 
     def commit(self) -> None:
+        self.close_synced()
+        os.replace(self.temp, self.final)
+
+    def close_synced(self) -> None:
+        """On disk before it gets its final name: a crash never publishes a short file."""
         self.handle.flush()
         os.fsync(self.handle.fileno())
         self.handle.close()
-        os.replace(self.temp, self.final)
 
     def discard(self) -> None:
         self.handle.close()
@@ -172,7 +182,7 @@ def create_exclusive(target: ObjectStoragePath, data: bytes) -> bool:
     if is_local(target):
         return _link_exclusive(fs_path(target), data)
     if (s3 := s3_api_for(target)) is not None:
-        bucket, _, key = fs_path(target).partition("/")
+        bucket, key = bucket_and_key(target)
         try:
             s3("put_object", Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
         except Exception as error:  # botocore's ClientError, without importing botocore here
@@ -189,10 +199,8 @@ def create_exclusive(target: ObjectStoragePath, data: bytes) -> bool:
 def _link_exclusive(final: str, data: bytes) -> bool:
     """A complete temporary file, then ``os.link``: the name appears whole or not at all, and never twice."""
     local = _LocalFile(final)
-    local.handle.write(data)
-    local.handle.flush()
-    os.fsync(local.handle.fileno())
-    local.handle.close()
+    local.write(data)
+    local.close_synced()
     try:
         os.link(local.temp, final)
     except FileExistsError:
@@ -219,7 +227,7 @@ def read_bytes_or_none(path: ObjectStoragePath) -> bytes | None:
     the object is rewritten between the two, as a lease being renewed is.
     """
     if (s3 := s3_api_for(path)) is not None:
-        bucket, _, key = fs_path(path).partition("/")
+        bucket, key = bucket_and_key(path)
         try:
             return bytes(s3("get_object", Bucket=bucket, Key=key)["Body"].read())
         except Exception as error:  # botocore's ClientError, without importing botocore here

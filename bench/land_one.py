@@ -18,7 +18,7 @@ import httpx
 from airflow.sdk import ObjectStoragePath
 
 from airflow_sora.landing import ResultLander
-from airflow_sora.storage import s3_api_for
+from airflow_sora.storage import bucket_and_key, s3_api_for
 
 
 def plain_copy(url: str, path: str) -> int:
@@ -55,7 +55,7 @@ def boto3_client() -> Any:
 
 def plain_s3(url: str, target: str) -> int:
     """The store's own ceiling: stream straight into boto3's multipart upload (its transfer manager), no checks."""
-    bucket, _, key = str((ObjectStoragePath(target) / "plain.mp4").path).partition("/")
+    bucket, key = bucket_and_key(ObjectStoragePath(target) / "plain.mp4")
     with httpx.stream("GET", url, timeout=600) as response:
         boto3_client().upload_fileobj(_StreamReader(response.iter_bytes(1 << 20)), bucket, key)
         return int(response.headers["content-length"])

@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,19 +113,20 @@ def s3_bucket(s3_server: str) -> str:
     """A fresh, empty bucket per test."""
     import uuid
 
+    name = f"clean-{uuid.uuid4().hex[:12]}"
+    s3_client(s3_server).create_bucket(Bucket=name)
+    return name
+
+
+def s3_client(s3_server: str) -> Any:
+    """A boto3 client of its own for the test server: checks what landed independently of the provider."""
     import boto3
 
-    name = f"clean-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket=name)
-    return name
+    return boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing",
+                        aws_secret_access_key="testing")
 
 
 def s3_keys(s3_server: str, bucket: str) -> dict[str, int]:
     """Every object in the bucket with its size."""
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing",
-                          aws_secret_access_key="testing")
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    pages = s3_client(s3_server).get_paginator("list_objects_v2").paginate(Bucket=bucket)
     return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}

@@ -6,19 +6,14 @@ import hashlib
 import os
 from typing import Any
 
-import boto3
 import pytest
 from airflow.sdk import ObjectStoragePath
 
 from airflow_sora.multipart import ConcurrentMultipartUpload
 from airflow_sora.storage import conn_id_of, publish, s3_api_for
+from tests.conftest import s3_client, s3_keys
 
 MIB = 1024 * 1024
-
-
-def client(s3_server: str) -> Any:
-    return boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing",
-                        aws_secret_access_key="testing")
 
 
 def api(bucket: str) -> Any:
@@ -34,11 +29,11 @@ def chunks(data: bytes, size: int = 700_001) -> list[bytes]:
 
 
 def open_uploads(s3_server: str, bucket: str) -> list[dict[str, Any]]:
-    return list(client(s3_server).list_multipart_uploads(Bucket=bucket).get("Uploads", []))
+    return list(s3_client(s3_server).list_multipart_uploads(Bucket=bucket).get("Uploads", []))
 
 
 def keys(s3_server: str, bucket: str) -> list[str]:
-    return [o["Key"] for o in client(s3_server).list_objects_v2(Bucket=bucket).get("Contents", [])]
+    return list(s3_keys(s3_server, bucket))
 
 
 def test_parts_in_flight_make_one_object_only_on_complete(s3_server: str, s3_bucket: str) -> None:
@@ -48,7 +43,7 @@ def test_parts_in_flight_make_one_object_only_on_complete(s3_server: str, s3_buc
         upload.write(chunk)
     assert keys(s3_server, s3_bucket) == []  # nothing visible before commit
     upload.commit()
-    body = client(s3_server).get_object(Bucket=s3_bucket, Key="big.mp4")["Body"].read()
+    body = s3_client(s3_server).get_object(Bucket=s3_bucket, Key="big.mp4")["Body"].read()
     assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
     assert open_uploads(s3_server, s3_bucket) == []
 
@@ -57,7 +52,7 @@ def test_a_small_object_is_one_put(s3_server: str, s3_bucket: str) -> None:
     upload = ConcurrentMultipartUpload(api(s3_bucket), f"{s3_bucket}/small.json", part_size=5 * MIB)
     upload.write(b'{"ok": true}')
     upload.commit()
-    assert client(s3_server).get_object(Bucket=s3_bucket, Key="small.json")["Body"].read() == b'{"ok": true}'
+    assert s3_client(s3_server).get_object(Bucket=s3_bucket, Key="small.json")["Body"].read() == b'{"ok": true}'
 
 
 def test_abort_leaves_no_object_and_no_open_upload(s3_server: str, s3_bucket: str) -> None:
@@ -73,7 +68,7 @@ def test_a_failed_part_fails_the_write_and_leaves_nothing(s3_server: str, s3_buc
     upload = ConcurrentMultipartUpload(api(s3_bucket), f"{s3_bucket}/broken.mp4", part_size=5 * MIB)
     upload.write(os.urandom(5 * MIB))  # the upload exists at the store now
     (open_upload,) = open_uploads(s3_server, s3_bucket)
-    client(s3_server).abort_multipart_upload(Bucket=s3_bucket, Key="broken.mp4", UploadId=open_upload["UploadId"])
+    s3_client(s3_server).abort_multipart_upload(Bucket=s3_bucket, Key="broken.mp4", UploadId=open_upload["UploadId"])
     with pytest.raises(Exception, match=r"NoSuchUpload|does not exist"):
         for chunk in chunks(os.urandom(11 * MIB)):
             upload.write(chunk)
