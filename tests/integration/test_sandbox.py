@@ -30,7 +30,10 @@ def create(url: str, **body: object) -> dict[str, object]:
 
 
 def test_task_walks_through_the_documented_states(sandbox: SandboxServer) -> None:
-    sandbox.state.config.latency = 3.0  # each state lasts 0.6 s or more: a busy machine still sees every one
+    # Each state lasts 0.5 s or more (not visible, waiting, queuing, generating), so even a slow first request
+    # on a busy machine sees every one.
+    sandbox.state.config.invisible_for = 0.5
+    sandbox.state.config.latency = 5.0
     sandbox.state.config.latency_jitter = 0.0
     task_id = create(sandbox.url)["data"]["taskId"]  # type: ignore[index]
     seen: list[str] = []
