@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import itertools
 import random
+import re
 import threading
 import time
 from collections import Counter, deque
@@ -19,6 +20,7 @@ from airflow_sora.sandbox.faults import Faults
 
 KIE_PRICE = 10.0
 SAVESORA_PRICE = 1.0
+SORA_URL = re.compile(r"https://sora\.chatgpt\.com/p/(s_[0-9a-f]{32})(?:[?#].*)?")  # the videos both services take
 
 
 @dataclass
@@ -130,6 +132,13 @@ class SandboxState:
             self.tasks[task_id] = task
             self.charge(account, "kie", video_url, KIE_PRICE, task_id)
             return task
+
+    # faults -----------------------------------------------------------------------------------------
+    def update_faults(self, changes: dict[str, Any]) -> Faults:
+        """Lay ``changes`` over the current fault switches, validated, in one step."""
+        with self.lock:
+            self.faults = Faults.model_validate({**self.faults.model_dump(), **changes})
+            return self.faults
 
     # money ------------------------------------------------------------------------------------------
     def charge(self, account: Account, service: str, video_url: str, credits: float,
