@@ -53,11 +53,11 @@ $(DOCS_STAMP): $(STAMP)
 	touch $(DOCS_STAMP)
 
 docs: $(DOCS_STAMP)
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 ## docs-serve: the documentation site with live reload on http://127.0.0.1:8000
 docs-serve: $(DOCS_STAMP)
-	$(BIN)/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 ## dist-check: build the sdist and wheel, check them, install the wheel into a fresh venv and ask Airflow about it
 RELEASE_STAMP := $(VENV)/.installed-release
