@@ -21,6 +21,7 @@ class VideoOutcome(BaseModel):
 
     video_url: str
     post_id: str | None = None
+    variants: list[str] = []  # other URLs given for the same post: one video, charged and landed once
     status: VideoStatus
     output_uri: str | None = None
     sidecar_uri: str | None = None
@@ -37,6 +38,12 @@ class Manifest(BaseModel):
     output_path: str
     videos: list[VideoOutcome]
     worker_seconds: float = 0.0  # time this task held a worker slot (deferral excluded)
+    balance_after: float | None = None  # the account's credits once this try was done, when the service says
+
+    @property
+    def credits_charged(self) -> float:
+        """Credits this logical run's creates cost, retries included (refunds and error replies excluded)."""
+        return sum(v.credits_charged for v in self.videos)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -46,5 +53,5 @@ class Manifest(BaseModel):
     def to_xcom(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
         data["counts"] = self.counts
-        data["credits_charged"] = sum(v.credits_charged for v in self.videos)
+        data["credits_charged"] = self.credits_charged
         return data

@@ -8,9 +8,16 @@ per-task ceiling), then back off as the spec suggests.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
+
+from airflow_sora.services.errors import ServiceError
+from airflow_sora.services.models import TaskStatus
 
 DEFAULT_INTERVAL = 2.0
+MAX_CONSECUTIVE_ERRORS = 5
 
 
 @dataclass(frozen=True)
@@ -36,3 +43,64 @@ class PollSchedule:
         return {"first_poll_after": self.first_poll_after, "interval": self.interval,
                 "early_interval": self.early_interval, "early_window": self.early_window,
                 "after_30s": self.after_30s, "after_2min": self.after_2min}
+
+
+WaitStatus = Literal["success", "timeout", "error"]
+
+
+@dataclass(frozen=True)
+class WaitOutcome:
+    status: WaitStatus
+    message: str
+
+
+class WaitTracker:
+    """The one poll decision, shared by the worker loop, the trigger and the sensor.
+
+    The loops only do I/O: each round they poll the pending task ids and hand the statuses and errors here.
+    The tracker decides the same way everywhere: a permanent error (bad key, unknown task) ends the wait at
+    once; up to ``max_consecutive_errors`` rounds in a row with transient errors are tolerated; the wall-clock
+    ``deadline`` (epoch seconds) ends it with ``timeout``; every task terminal ends it with ``success``. A
+    finished task is never polled again.
+    """
+
+    def __init__(self, task_ids: Iterable[str], *, deadline: float, schedule: PollSchedule | None = None,
+                 max_consecutive_errors: int = MAX_CONSECUTIVE_ERRORS,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.task_ids = list(dict.fromkeys(task_ids))
+        self.deadline = deadline
+        self.schedule = schedule or PollSchedule()
+        self.max_consecutive_errors = max_consecutive_errors
+        self.statuses: dict[str, TaskStatus] = {}
+        self.failing_rounds = 0
+        self._clock = clock
+        self._started = clock()
+
+    @property
+    def pending(self) -> list[str]:
+        return [t for t in self.task_ids if not (t in self.statuses and self.statuses[t].terminal)]
+
+    def first_delay(self) -> float:
+        return self._bounded(self.schedule.first_poll_after)
+
+    def next_delay(self) -> float:
+        return self._bounded(self.schedule.delay(self._clock() - self._started))
+
+    def after_round(self, statuses: Mapping[str, TaskStatus], errors: Sequence[ServiceError]) -> WaitOutcome | None:
+        """Take in one round's results; an outcome ends the wait, None means poll again after ``next_delay``."""
+        self.statuses.update(statuses)
+        permanent = [e for e in errors if not e.retryable]
+        if permanent:
+            return WaitOutcome("error", f"polling stopped: {permanent[0]}")
+        if not self.pending:
+            return WaitOutcome("success", f"all {len(self.task_ids)} tasks finished")
+        if self._clock() >= self.deadline:  # checked after a round: the last look is at the deadline
+            return WaitOutcome("timeout", f"{len(self.pending)} of {len(self.task_ids)} tasks were still "
+                                          "running at the deadline")
+        self.failing_rounds = self.failing_rounds + 1 if errors else 0
+        if self.failing_rounds > self.max_consecutive_errors:
+            return WaitOutcome("error", f"{self.failing_rounds} consecutive poll rounds failed: {errors[0]}")
+        return None
+
+    def _bounded(self, delay: float) -> float:
+        return max(0.0, min(delay, self.deadline - self._clock()))

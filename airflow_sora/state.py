@@ -1,40 +1,43 @@
-"""Money is state: a durable per-video record (intent -> task id -> landed) next to the output.
+"""Money is state: a durable, versioned per-video record (intent -> task id -> landed) next to the output.
 
 Written before every paid create and right after it, the record lets a retry, a cleared task or a worker
 killed at any point resume the existing remote task instead of paying for a second one. It is keyed by
-dag/task/run/map index and video URL, never the try number, and lives in object storage because Airflow 3
-clears XCom between tries.
+dag/task/run/map index and post id, never the try number, and lives in object storage because Airflow 3
+clears XCom between tries. Which phases exist and when a record is written is decided in ``lifecycle``.
+
+A record that cannot be read, or that belongs to another video, service or connection, stops that video with
+a ``StateRecordError`` naming the file and what to do: never a silent resubmit, never a resume through the
+wrong service.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from enum import Enum
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from airflow_sora.lifecycle import Phase
 from airflow_sora.services.models import RemovalResult
-from airflow_sora.storage import read_bytes_or_none, write_atomic
+from airflow_sora.storage import list_sizes, read_bytes_or_none, write_atomic
+from airflow_sora.videos import VideoRef
 
 STATE_DIR = "_state"
+SCHEMA_VERSION = 2  # 1: keyed by a hash of the URL, no post id, "submitted" with a result meant finished
+READ_CONCURRENCY = 8
+
+__all__ = ["SCHEMA_VERSION", "STATE_DIR", "Phase", "RunScope", "StateRecordError", "VideoRecord",
+           "VideoStateStore", "utcnow"]
 
 
 def utcnow() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-class Phase(str, Enum):
-    INTENT = "intent"  # about to create: if no task id follows, the create may or may not have happened
-    NOT_CREATED = "not_created"  # the service answered the create with an error: nothing was charged
-    SUBMITTED = "submitted"  # a task id (Kie) or a finished result (SaveSora) is known
-    LANDED = "landed"
-    FAILED = "failed"  # the service failed the work; not resubmitted unless asked
-    REJECTED = "rejected"  # the service refused the video URL
 
 
 @dataclass(frozen=True)
@@ -52,13 +55,16 @@ class RunScope:
 class VideoRecord(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
+    schema_version: int = SCHEMA_VERSION
     video_url: str
+    post_id: str | None = None  # None only in version 1 records
     service: str
+    conn_id: str | None = None
     phase: Phase
     scope: dict[str, Any]
     creates: int = 0  # paid creates sent for this video in this logical run
     task_id: str | None = None
-    result: RemovalResult | None = None  # SaveSora returns it at once; Kie's is rebuilt from the poll
+    result: RemovalResult | None = None  # SaveSora returns it at once; Kie's is rebuilt from a (free) poll
     output_uri: str | None = None
     sidecar_uri: str | None = None
     sha256: str | None = None
@@ -68,28 +74,115 @@ class VideoRecord(BaseModel):
     updated_at: str = ""
 
 
-class VideoStateStore:
-    """Reads and writes ``<output>/_state/<dag>/<run>/<task>[.<map>]/<sha of URL>.json`` atomically."""
+class StateRecordError(Exception):
+    """A state record this try must not act on; the message names the file and what to do."""
 
-    def __init__(self, output: ObjectStoragePath, scope: RunScope) -> None:
+
+class VideoStateStore:
+    """Reads and writes ``<output>/_state/<dag>/<run>/<task>[.<map>]/<post_id>.json`` atomically."""
+
+    def __init__(self, output: ObjectStoragePath, scope: RunScope, *, service: str,
+                 conn_id: str | None = None) -> None:
         self.scope = scope
+        self.service = service
+        self.conn_id = conn_id
         self.root = output / STATE_DIR / _safe(scope.dag_id) / _safe(scope.run_id) / _task_dir(scope)
 
-    def path_for(self, video_url: str) -> ObjectStoragePath:
-        return self.root / f"{hashlib.sha256(video_url.encode()).hexdigest()[:40]}.json"
+    def path_for(self, post_id: str) -> ObjectStoragePath:
+        return self.root / f"{post_id}.json"
 
-    def load(self, video_url: str) -> VideoRecord | None:
-        raw = read_bytes_or_none(self.path_for(video_url))
-        if raw is None:
-            return None
-        record = VideoRecord.model_validate_json(raw)
-        return record if record.video_url == video_url else None
+    def new_record(self, video: VideoRef) -> VideoRecord:
+        """The record of a video this run has not touched yet (not written until its first event)."""
+        return VideoRecord(video_url=video.url, post_id=video.post_id, service=self.service,
+                           conn_id=self.conn_id, phase=Phase.NOT_CREATED, scope=self.scope.as_dict())
+
+    def load_all(self, videos: Iterable[VideoRef]) -> dict[str, VideoRecord | StateRecordError | None]:
+        """Every video's record by post id: one listing, then reads of only the records that exist, a few at a
+        time. A fresh run costs one request however many videos it has."""
+        videos = list(videos)
+        names = list_sizes(self.root)
+        found: dict[str, ObjectStoragePath] = {}
+        for video in videos:
+            if f"{video.post_id}.json" in names:
+                found[video.post_id] = self.path_for(video.post_id)
+            elif (legacy := _legacy_name(video.url)) in names:
+                found[video.post_id] = self.root / legacy
+        with ThreadPoolExecutor(READ_CONCURRENCY, thread_name_prefix="sora-state") as pool:
+            loaded = dict(zip(found, pool.map(self._read, found.values()), strict=True))
+        by_post = {video.post_id: video for video in videos}
+        return {video.post_id: (self._check(loaded[video.post_id], by_post[video.post_id], found[video.post_id])
+                                if video.post_id in loaded else None) for video in videos}
+
+    def load(self, video: VideoRef) -> VideoRecord | None:
+        """One video's record (raises ``StateRecordError`` for one this try must not act on)."""
+        path = self.path_for(video.post_id)
+        record = self._check(self._read(path), video, path)
+        if isinstance(record, StateRecordError):
+            raise record
+        return record
 
     def save(self, record: VideoRecord) -> VideoRecord:
-        record = record.model_copy(update={"updated_at": utcnow(), "scope": self.scope.as_dict()})
-        write_atomic(self.path_for(record.video_url), json.dumps(record.model_dump(mode="json"),
-                                                                  indent=1).encode())
+        post_id = record.post_id
+        assert post_id, "records are written under their post id"
+        record = record.model_copy(update={"updated_at": utcnow(), "scope": self.scope.as_dict(),
+                                           "schema_version": SCHEMA_VERSION, "service": self.service,
+                                           "conn_id": self.conn_id})
+        write_atomic(self.path_for(post_id),
+                     json.dumps(record.model_dump(mode="json"), indent=1).encode())
         return record
+
+    # internals ------------------------------------------------------------------------------------
+    @staticmethod
+    def _read(path: ObjectStoragePath) -> bytes | None:
+        return read_bytes_or_none(path)
+
+    def _check(self, raw: bytes | None, video: VideoRef, path: ObjectStoragePath
+               ) -> VideoRecord | StateRecordError | None:
+        if raw is None:
+            return None
+        fix = (f"Delete {path} to start this video afresh in this run (check the service's dashboard first: "
+               "a create recorded there may have been paid), or run it under a new run id.")
+        try:
+            data = json.loads(raw)
+            record = _upgrade(VideoRecord.model_validate(data), video)
+        except (ValueError, ValidationError) as error:
+            reason = str(error).splitlines()[0]
+            return StateRecordError(f"state record {path} cannot be read ({reason}); nothing was sent for "
+                                    f"{video.url}. {fix}")
+        if record.schema_version > SCHEMA_VERSION:
+            return StateRecordError(f"state record {path} has schema version {record.schema_version}, newer than "
+                                    f"this provider understands ({SCHEMA_VERSION}); upgrade "
+                                    "airflow-provider-sora on every worker before resuming this run.")
+        if record.post_id != video.post_id:
+            return StateRecordError(f"state record {path} belongs to post {record.post_id}, not to {video.url}; "
+                                    f"nothing was sent. {fix}")
+        if record.service != self.service:
+            return StateRecordError(
+                f"state record {path} was written through {record.service}, but this try uses {self.service}: "
+                f"{video.url} is not resumed through another service. Use the connection the run started "
+                f"with ({record.conn_id}), or {fix[0].lower()}{fix[1:]}")
+        if record.conn_id and self.conn_id and record.conn_id != self.conn_id:
+            return StateRecordError(
+                f"state record {path} was written through connection {record.conn_id!r}, but this try uses "
+                f"{self.conn_id!r}: its task id belongs to that account. Use {record.conn_id!r} to resume "
+                f"{video.url}, or {fix[0].lower()}{fix[1:]}")
+        return record
+
+
+def _upgrade(record: VideoRecord, video: VideoRef) -> VideoRecord:
+    """Read version 1 records (written before post ids keyed the state) as version 2."""
+    if "schema_version" in record.model_fields_set:
+        return record
+    changes: dict[str, Any] = {"schema_version": 2}
+    if record.post_id is None and record.video_url in (video.url, *video.variants):
+        changes["post_id"] = video.post_id
+    if record.phase is Phase.SUBMITTED and record.result is not None:
+        changes["phase"] = Phase.FINISHED
+    return record.model_copy(update=changes)
+
+
+def _legacy_name(video_url: str) -> str:
+    return f"{hashlib.sha256(video_url.encode()).hexdigest()[:40]}.json"
 
 
 def _safe(part: str) -> str:

@@ -175,9 +175,9 @@ def write_atomic(target: ObjectStoragePath, data: bytes) -> None:
 def create_exclusive(target: ObjectStoragePath, data: bytes) -> bool:
     """Write ``data`` at ``target`` only if nothing is there; False if something already is.
 
-    Atomic where the store allows it: a hard link of a complete temporary file on local paths, S3's
-    conditional ``PutObject`` (``If-None-Match: *``). Other stores check, then write: best effort, so callers
-    read the object back to learn whether their write is the one that stayed.
+    Atomic where the store allows it (``has_exclusive_create``): a hard link of a complete temporary file on
+    local paths, S3's conditional ``PutObject`` (``If-None-Match: *``). Other stores check, then write: best
+    effort, so callers read the object back to learn whether their write is the one that stayed.
     """
     if is_local(target):
         return _link_exclusive(fs_path(target), data)
@@ -194,6 +194,11 @@ def create_exclusive(target: ObjectStoragePath, data: bytes) -> bool:
         return False
     write_atomic(target, data)
     return True
+
+
+def has_exclusive_create(target: ObjectStoragePath) -> bool:
+    """True where ``create_exclusive``'s answer is final, so nobody needs to read the object back."""
+    return is_local(target) or s3_api_for(target) is not None
 
 
 def _link_exclusive(final: str, data: bytes) -> bool:
@@ -216,6 +221,11 @@ def _s3_error_code(error: Exception) -> str:
 
 
 def delete_if_present(target: ObjectStoragePath) -> None:
+    """One DELETE on S3 (fsspec's ``rm`` lists and batch-deletes); absent is fine."""
+    if (s3 := s3_api_for(target)) is not None:
+        bucket, key = bucket_and_key(target)
+        s3("delete_object", Bucket=bucket, Key=key)
+        return
     with contextlib.suppress(FileNotFoundError):
         target.unlink()
 
@@ -238,6 +248,35 @@ def read_bytes_or_none(path: ObjectStoragePath) -> bytes | None:
         return bytes(path.read_bytes())
     except FileNotFoundError:
         return None
+
+
+def list_sizes(folder: ObjectStoragePath) -> dict[str, int]:
+    """Name -> size of every object directly in ``folder`` (empty if there is none): one listing call per
+    thousand objects, instead of one request per object a batch asks about."""
+    if (s3 := s3_api_for(folder)) is not None:
+        bucket, key = bucket_and_key(folder)
+        prefix = key.rstrip("/") + "/" if key else ""
+        sizes: dict[str, int] = {}
+        token: dict[str, str] = {}
+        while True:
+            page = s3("list_objects_v2", Bucket=bucket, Prefix=prefix, Delimiter="/", **token)
+            for item in page.get("Contents", []):
+                sizes[item["Key"][len(prefix):]] = int(item["Size"])
+            if not page.get("IsTruncated"):
+                return sizes
+            token = {"ContinuationToken": page["NextContinuationToken"]}
+    if is_local(folder):
+        try:
+            with os.scandir(fs_path(folder)) as entries:
+                return {e.name: e.stat().st_size for e in entries if e.is_file()}
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+    try:
+        listing = folder.fs.ls(fs_path(folder), detail=True)
+    except FileNotFoundError:
+        return {}
+    return {str(i["name"]).rstrip("/").rsplit("/", 1)[-1]: int(i.get("size") or 0)
+            for i in listing if i.get("type") != "directory"}
 
 
 def size_or_none(path: ObjectStoragePath) -> int | None:

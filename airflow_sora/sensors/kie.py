@@ -13,10 +13,10 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow_sora._compat import AirflowException, AirflowFailException
 from airflow_sora.hooks.kie import KieHook
 from airflow_sora.links import KieTaskLink
-from airflow_sora.polling import PollSchedule
+from airflow_sora.polling import PollSchedule, WaitTracker
 from airflow_sora.services.errors import ServiceError
 from airflow_sora.services.models import TaskState, TaskStatus
-from airflow_sora.triggers.kie import KieTaskTrigger
+from airflow_sora.triggers.kie import KieTaskTrigger, KieWaitEvent
 
 
 class KieTaskSensor(BaseSensorOperator):
@@ -38,6 +38,7 @@ class KieTaskSensor(BaseSensorOperator):
         self.kie_task_id = kie_task_id
         self.conn_id = conn_id
         self.deferrable = deferrable
+        self._tracker: WaitTracker | None = None
 
     def execute(self, context: Any) -> Any:
         KieTaskLink.persist(context, self.kie_task_id)
@@ -53,23 +54,29 @@ class KieTaskSensor(BaseSensorOperator):
         return None
 
     def poke(self, context: Any) -> PokeReturnValue | bool:
+        """One poll round, judged by the same ``WaitTracker`` as the trigger's and the operator's waits."""
+        if self._tracker is None:  # the sensor's own timeout is the deadline
+            self._tracker = WaitTracker([self.kie_task_id], deadline=float("inf"))
         try:
             with KieHook(self.conn_id).get_conn() as client:
                 status = client.get_status(self.kie_task_id)
         except ServiceError as error:
-            if error.retryable:
+            outcome = self._tracker.after_round({}, [error])
+            if outcome is None:
                 self.log.warning("Poll of Kie task %s failed, will poke again: %s", self.kie_task_id, error)
                 return False
-            raise AirflowFailException(f"Kie task {self.kie_task_id}: {error}") from None
+            raise AirflowFailException(f"Kie task {self.kie_task_id}: {outcome.message}") from None
+        self._tracker.after_round({self.kie_task_id: status}, [])
         return self._outcome(status)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
-        raw = (event.get("tasks") or {}).get(self.kie_task_id)
-        if event.get("status") == "error":
-            raise AirflowFailException(f"Kie task {self.kie_task_id}: {event.get('message')}")
-        if raw is None or event.get("status") == "timeout":
-            raise AirflowException(f"Kie task {self.kie_task_id} did not finish in time: {event.get('message')}")
-        outcome = self._outcome(TaskStatus.model_validate(raw))
+        wait = KieWaitEvent.from_payload(event)
+        status = wait.tasks.get(self.kie_task_id)
+        if wait.status == "error":
+            raise AirflowFailException(f"Kie task {self.kie_task_id}: {wait.message}")
+        if status is None or wait.status == "timeout":
+            raise AirflowException(f"Kie task {self.kie_task_id} did not finish in time: {wait.message}")
+        outcome = self._outcome(status)
         return outcome.xcom_value if isinstance(outcome, PokeReturnValue) else None
 
     def _outcome(self, status: TaskStatus) -> PokeReturnValue | bool:

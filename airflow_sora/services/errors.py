@@ -114,17 +114,13 @@ class ServiceProtocolError(ServiceError):
     """A reply we cannot understand (not JSON, wrong shape). Not retried: it will not get better."""
 
 
-class ResultDownloadError(ServiceError):
-    """Downloading a result failed (truncated, wrong size, not an MP4, refused address)."""
-
-    retryable = True
-
-
-class UnsafeResultUrlError(ResultDownloadError):
-    """A result URL points somewhere we refuse to fetch from (non-https, private or loopback)."""
-
-    retryable = False
-
-
-class ResultLinkExpiredError(ResultDownloadError):
-    """The result link answered 403/404/410: refresh it through the service and try again."""
+# Landing errors are not service errors; they live in ``airflow_sora.exceptions`` and stay importable here.
+from airflow_sora.exceptions import (  # noqa: E402
+    ResultDownloadError as ResultDownloadError,
+)
+from airflow_sora.exceptions import (  # noqa: E402
+    ResultLinkExpiredError as ResultLinkExpiredError,
+)
+from airflow_sora.exceptions import (  # noqa: E402
+    UnsafeResultUrlError as UnsafeResultUrlError,
+)

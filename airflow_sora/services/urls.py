@@ -9,8 +9,10 @@ from airflow_sora.services.errors import InvalidVideoUrlError
 MAX_VIDEO_URL_LENGTH = 500
 EXPECTED_FORM = "https://sora.chatgpt.com/p/s_<32 lowercase hex characters>[?query][#fragment]"
 
+POST_ID_PATTERN = r"s_[0-9a-f]{32}"  # the one definition of a post id: it names objects, so it must be strict
+_POST_ID = re.compile(POST_ID_PATTERN)
 _SORA_URL = re.compile(
-    r"https://sora\.chatgpt\.com/p/(?P<post_id>s_[0-9a-f]{32})"
+    r"https://sora\.chatgpt\.com/p/(?P<post_id>" + POST_ID_PATTERN + r")"
     r"(?:\?[A-Za-z0-9\-._~%!$&'()*+,;=:@/?]*)?"
     r"(?:#[A-Za-z0-9\-._~%!$&'()*+,;=:@/?]*)?"
 )
@@ -53,6 +55,10 @@ def post_id_from_url(url: str) -> str:
     match = _SORA_URL.fullmatch(validate_video_url(url))
     assert match is not None  # validate_video_url guarantees the match
     return match.group("post_id")
+
+
+def is_post_id(value: object) -> bool:
+    return isinstance(value, str) and _POST_ID.fullmatch(value) is not None
 
 
 def is_valid_video_url(url: object) -> bool:

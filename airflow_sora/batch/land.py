@@ -1,0 +1,70 @@
+"""Part four of a try: land every finished video, a few at a time, with provenance.
+
+The download, verification, lease and sidecar are ``landing.ResultLander``'s job; this part decides which
+videos to land, bounds the concurrency, and reports each outcome to the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from airflow_sora import metrics
+from airflow_sora.batch.ledger import Entry, Ledger
+from airflow_sora.batch.settings import BatchSettings
+from airflow_sora.exceptions import LandingError
+from airflow_sora.landing import ResultLander
+from airflow_sora.lifecycle import Event, Phase, Settled
+from airflow_sora.services.base import WatermarkService
+from airflow_sora.services.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+
+class LandingPool:
+    def __init__(self, ledger: Ledger, client: WatermarkService, lander: ResultLander,
+                 settings: BatchSettings) -> None:
+        self.ledger = ledger
+        self.client = client
+        self.lander = lander
+        self.settings = settings
+
+    def land_finished(self) -> None:
+        """Land every finished, unsettled video; settle the ones the service failed."""
+        for entry in self.ledger.unsettled(Phase.FAILED):
+            self.ledger.settle(entry.video.post_id, Settled.FAILED, error=entry.record.error if entry.record else None)
+        to_land = self.ledger.unsettled(Phase.FINISHED)
+        if not to_land:
+            return
+        workers = max(1, min(self.settings.landing_concurrency, len(to_land)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="sora-landing") as pool:
+            list(pool.map(self._land, to_land))
+
+    def _land(self, entry: Entry) -> None:
+        record = entry.record
+        assert record is not None and record.result is not None
+        post_id = entry.video.post_id
+        result = record.result.model_copy(update={"post_id": post_id, "video_url": entry.video.url})
+        provenance = {**self.settings.provenance, "service_post_id": record.result.post_id,
+                      "submitted_at": record.submitted_at}
+        if entry.video.variants:
+            provenance["source_url_variants"] = list(entry.video.variants)
+        refresh = self.client.refresh_link if self.client.refreshable_links else None
+        started = time.monotonic()
+        try:
+            landed = self.lander.land(result, provenance=provenance, keep_source=self.settings.keep_source,
+                                      refresh=refresh)
+        except (LandingError, ServiceError) as error:
+            log.warning("Landing %s failed: %s", entry.video.url, error)
+            metrics.incr("errors.landing", service=self.client.service_name)
+            self.ledger.apply(post_id, Event.LANDING_FAILED)
+            self.ledger.settle(post_id, Settled.FAILED, error=f"landing failed: {error}",
+                               retryable=error.retryable)
+            return
+        seconds = max(time.monotonic() - started, 1e-6)
+        metrics.incr("landing.bytes", landed.video.size, service=self.client.service_name)
+        metrics.gauge("landing.throughput", landed.video.size / seconds / 1e6, service=self.client.service_name)
+        self.ledger.apply(post_id, Event.LANDED, output_uri=landed.video.uri, sidecar_uri=landed.sidecar_uri,
+                          sha256=landed.video.sha256, size=landed.video.size, error=None)
+        self.ledger.settle(post_id, Settled.LANDED)

@@ -1,0 +1,149 @@
+"""The ledger: what this try knows about each video, moved only through the life cycle's transitions.
+
+Every part (submit, wait, land) reports what happened as a ``lifecycle.Event``; the ledger applies the
+transition, writes the record when the transition says so, and counts the money. Progress lines, metrics
+and the manifest all read from here, so they cannot disagree about where a video stands.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_sora import metrics
+from airflow_sora.lifecycle import Event, Phase, Settled, transition
+from airflow_sora.manifest import VideoOutcome, VideoStatus
+from airflow_sora.progress import Counts
+from airflow_sora.state import VideoRecord, VideoStateStore
+from airflow_sora.videos import VideoRef
+
+_FINISHED = (Phase.FINISHED, Phase.LANDED)
+
+
+@dataclass
+class Entry:
+    video: VideoRef
+    record: VideoRecord | None = None  # None: nothing recorded for this video in this run yet
+    outcome: VideoOutcome | None = None
+    sent_at: float | None = field(default=None, repr=False)  # monotonic time of this try's create
+
+    @property
+    def phase(self) -> Phase | None:
+        return self.record.phase if self.record else None
+
+
+class Ledger:
+    """Thread-safe: creates and landings run in small thread pools."""
+
+    def __init__(self, videos: Iterable[VideoRef], store: VideoStateStore, *, credits_per_video: float,
+                 pre_rejected: int = 0, on_change: Callable[[], None] | None = None) -> None:
+        self.entries: dict[str, Entry] = {v.post_id: Entry(v) for v in videos}
+        self.store = store
+        self.credits_per_video = credits_per_video
+        self.pre_rejected = pre_rejected
+        self.on_change = on_change or (lambda: None)
+        self._lock = threading.RLock()
+
+    def __getitem__(self, post_id: str) -> Entry:
+        return self.entries[post_id]
+
+    def apply(self, post_id: str, event: Event, **changes: Any) -> VideoRecord:
+        """Move one video along ``event``'s edge; persist first where the life cycle says so."""
+        entry = self.entries[post_id]
+        with self._lock:
+            rule = transition(entry.phase, event)
+            base = entry.record or self.store.new_record(entry.video)
+            record = base.model_copy(update={"phase": rule.target, "creates": base.creates + rule.charge,
+                                             **changes})
+        if rule.persist:
+            record = self.store.save(record)
+        with self._lock:
+            entry.record = record
+            if event is Event.CREATE_SENT:
+                entry.sent_at = time.monotonic()
+        if rule.charge:
+            metrics.incr("credits.charged", int(rule.charge * self.credits_per_video),
+                         service=self.store.service)
+        if event is Event.TASK_SUCCEEDED and entry.sent_at is not None:
+            metrics.timing("service.latency", time.monotonic() - entry.sent_at, service=self.store.service)
+        self.on_change()
+        return record
+
+    def settle(self, post_id: str, status: Settled, *, error: str | None = None, retryable: bool = False,
+               **found: Any) -> VideoOutcome:
+        """The final word on a video for this try. ``found`` fills in what the record does not know (a
+        skipped video's landed file)."""
+        entry = self.entries[post_id]
+        record = entry.record
+        known: dict[str, Any] = {}
+        if record is not None:
+            known = {"output_uri": record.output_uri, "sidecar_uri": record.sidecar_uri, "size": record.size,
+                     "sha256": record.sha256, "task_id": record.task_id}
+        outcome = VideoOutcome(
+            video_url=entry.video.url, post_id=entry.video.post_id, variants=list(entry.video.variants),
+            status=VideoStatus(status.value), credits_charged=self.credits_of(entry), error=error,
+            retryable=retryable, **(known | {k: v for k, v in found.items() if v is not None}),
+        )
+        with self._lock:
+            entry.outcome = outcome
+        self.on_change()
+        return outcome
+
+    def reopen(self, post_id: str) -> None:
+        """Forget this try's outcome for a video that gets another pass (a create to repeat)."""
+        with self._lock:
+            self.entries[post_id].outcome = None
+
+    def credits_of(self, entry: Entry) -> float:
+        return (entry.record.creates if entry.record else 0) * self.credits_per_video
+
+    # views ----------------------------------------------------------------------------------------
+    def unsettled(self, phase: Phase) -> list[Entry]:
+        with self._lock:
+            return [e for e in self.entries.values() if e.outcome is None and e.phase is phase]
+
+    def outcomes(self) -> list[VideoOutcome]:
+        with self._lock:
+            return [e.outcome for e in self.entries.values() if e.outcome is not None]
+
+    def counts(self) -> Counts:
+        with self._lock:
+            entries = list(self.entries.values())
+        settled = [e.outcome.status for e in entries if e.outcome is not None]
+        return Counts(
+            total=len(entries) + self.pre_rejected,
+            submitted=sum(1 for e in entries if e.record is not None and (e.record.task_id or e.record.result)),
+            running=sum(1 for e in entries if e.outcome is None and e.phase is Phase.SUBMITTED),
+            finished=sum(1 for e in entries if e.phase in _FINISHED
+                         or (e.phase is Phase.FAILED and e.record is not None and e.record.task_id)),
+            landed=settled.count(VideoStatus.LANDED),
+            skipped=settled.count(VideoStatus.SKIPPED),
+            failed=settled.count(VideoStatus.FAILED),
+            rejected=settled.count(VideoStatus.REJECTED) + self.pre_rejected,
+            credits=sum(self.credits_of(e) for e in entries),
+        )
+
+    # deferral -------------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """What a resume after deferral needs, so it does not plan again (small: no results, no Nones)."""
+        with self._lock:
+            return {post_id: {"record": e.record.model_dump(mode="json", exclude_none=True, exclude={"scope"})
+                              if e.record else None,
+                              "outcome": e.outcome.model_dump(mode="json", exclude_none=True)
+                              if e.outcome else None}
+                    for post_id, e in self.entries.items()}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        scope = self.store.scope.as_dict()
+        with self._lock:
+            for post_id, saved in snapshot.items():
+                entry = self.entries.get(post_id)
+                if entry is None:
+                    continue
+                if saved.get("record"):
+                    entry.record = VideoRecord.model_validate({**saved["record"], "scope": scope})
+                if saved.get("outcome"):
+                    entry.outcome = VideoOutcome.model_validate(saved["outcome"])

@@ -1,0 +1,104 @@
+"""Part one of a try: find out what each video needs, spending nothing.
+
+Reads the run's state records (one listing, then only the records that exist) and the output folder (one
+listing, then only the sidecars a decision depends on, a few at a time), and asks ``lifecycle.decide`` what
+to do with each video. Videos that need nothing more are settled here; the rest go to submit, wait or land.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from airflow_sora.batch.ledger import Entry, Ledger
+from airflow_sora.batch.settings import BatchSettings
+from airflow_sora.landing import ResultLander
+from airflow_sora.lifecycle import Action, Event, Phase, Settled, decide, unknown_create_message
+from airflow_sora.sidecar import Sidecar
+from airflow_sora.state import StateRecordError
+
+log = logging.getLogger(__name__)
+
+_EXISTS_MATTERS = (None, Phase.NOT_CREATED, Phase.LANDED)
+
+
+class Planner:
+    def __init__(self, ledger: Ledger, lander: ResultLander, settings: BatchSettings) -> None:
+        self.ledger = ledger
+        self.lander = lander
+        self.settings = settings
+
+    def plan(self) -> list[str]:
+        """Settle what needs no new spending; return the post ids that need a (first or repeated) create."""
+        entries = list(self.ledger.entries.values())
+        records = self.ledger.store.load_all(e.video for e in entries)
+        for entry in entries:
+            found = records[entry.video.post_id]
+            if isinstance(found, StateRecordError):
+                log.error("%s", found)
+                self.ledger.settle(entry.video.post_id, Settled.FAILED, error=str(found))
+            else:
+                entry.record = found
+        open_entries = [e for e in entries if e.outcome is None]
+        landed = self._landed_copies(open_entries)
+        to_submit: list[str] = []
+        for entry in open_entries:
+            if self._act(entry, landed.get(entry.video.post_id)):
+                to_submit.append(entry.video.post_id)
+        return to_submit
+
+    def _act(self, entry: Entry, sidecar: Sidecar | None) -> bool:
+        """Carry out the decision for one video; True means it needs a create."""
+        post_id, record = entry.video.post_id, entry.record
+        decision = decide(entry.phase, has_result=bool(record and record.result),
+                          landed_here=sidecar is not None, policy=self.settings.policy,
+                          error=record.error if record else None)
+        if decision.action is Action.SUBMIT:
+            if decision.loud:
+                log.warning("RESUBMITTING %s (a new charge): its earlier create %s, and %s asked for it",
+                            entry.video.url, "may have been charged" if entry.phase is Phase.INTENT else "failed",
+                            "on_unknown_submit='resubmit'" if entry.phase is Phase.INTENT else "resubmit_failed")
+            return True
+        if decision.action is Action.LAND and entry.phase is Phase.LANDED:
+            if record is None or record.result is None:
+                self.ledger.settle(post_id, Settled.FAILED, error=f"{self.lander.video_path(post_id)} was "
+                                   "landed by this run but is gone, and its result link is not known any more")
+            else:
+                self.ledger.apply(post_id, Event.OBJECT_MISSING)  # land it again from the known result, free
+        elif decision.action is Action.SETTLE:
+            assert decision.status is not None
+            self._settle(entry, decision.status, decision.reason, sidecar)
+        return False  # WAIT and LAND are picked up from the ledger's phases
+
+    def _settle(self, entry: Entry, status: Settled, reason: str | None, sidecar: Sidecar | None) -> None:
+        post_id = entry.video.post_id
+        if status is Settled.SKIPPED and sidecar is not None:
+            self.ledger.settle(post_id, status, output_uri=str(self.lander.video_path(post_id)),
+                               sidecar_uri=str(self.lander.sidecar_path(post_id)), size=sidecar.size,
+                               sha256=sidecar.sha256, task_id=sidecar.task_id)
+        elif reason == "unknown":
+            self.ledger.settle(post_id, status, error=unknown_create_message(entry.video.url))
+        elif reason == "exists":
+            self.ledger.settle(post_id, status, error=f"{self.lander.video_path(post_id)} already exists "
+                               "(if_exists='fail'); use 'skip' or 'overwrite'")
+        else:
+            self.ledger.settle(post_id, status, error=reason)
+
+    def _landed_copies(self, entries: list[Entry]) -> dict[str, Sidecar]:
+        """The sidecar of every video already landed in the output folder, where the decision depends on it.
+
+        One listing says which post ids have both files; only those sidecars are read, and a sidecar counts
+        only if it names the same post and the size of the file beside it.
+        """
+        candidates = [e.video.post_id for e in entries if e.phase in _EXISTS_MATTERS]
+        if not candidates or (self.settings.if_exists == "overwrite"
+                              and all(e.phase is not Phase.LANDED for e in entries)):
+            return {}
+        sizes = self.lander.listing()
+        present = [p for p in candidates if f"{p}.mp4" in sizes and f"{p}.json" in sizes]
+        if not present:
+            return {}
+        with ThreadPoolExecutor(max(1, self.settings.plan_concurrency), thread_name_prefix="sora-plan") as pool:
+            sidecars = dict(zip(present, pool.map(self.lander.read_sidecar, present), strict=True))
+        return {p: s for p, s in sidecars.items()
+                if s is not None and s.post_id == p and s.size == sizes[f"{p}.mp4"]}

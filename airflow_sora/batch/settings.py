@@ -1,0 +1,31 @@
+"""The operator's settings as the batch parts read them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_sora.lifecycle import IfExists, OnUnknownSubmit, Policy
+from airflow_sora.polling import PollSchedule
+
+
+@dataclass
+class BatchSettings:
+    if_exists: IfExists = "skip"
+    keep_source: bool = False
+    on_unknown_submit: OnUnknownSubmit = "fail"
+    resubmit_failed: bool = False
+    callback_url: str | None = None
+    landing_concurrency: int = 8
+    max_active_submissions: int = 100  # Kie runs "about 100+" tasks at once per account
+    submit_concurrency: int = 8  # creates in flight at once (the rate limit still sets the pace)
+    submit_passes: int = 3  # passes over creates that got a transient error reply (nothing was created)
+    submit_pass_delay: float = 2.0
+    plan_concurrency: int = 8  # sidecar reads in flight while planning
+    poll_schedule: PollSchedule = field(default_factory=PollSchedule)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(if_exists=self.if_exists, on_unknown_submit=self.on_unknown_submit,
+                      resubmit_failed=self.resubmit_failed)

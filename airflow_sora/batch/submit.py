@@ -1,0 +1,169 @@
+"""Part two of a try: pay for creates, at the account's pace, with a cap on tasks running at once.
+
+Every create is bracketed by life-cycle events: ``create_sent`` is written before the paid call, the reply
+(task id, result, error reply, or no reply at all) right after it, so a worker killed anywhere leaves a
+record that tells the next try what was paid for.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+from airflow_sora.batch.ledger import Ledger
+from airflow_sora.batch.settings import BatchSettings
+from airflow_sora.batch.wait import record_status
+from airflow_sora.lifecycle import Event, Phase, Settled, unknown_create_message
+from airflow_sora.services.base import WatermarkService
+from airflow_sora.services.errors import (
+    AuthError,
+    InsufficientCreditsError,
+    InvalidVideoUrlError,
+    QuotaExceededError,
+    ServiceError,
+    ServiceProtocolError,
+    SubmitOutcomeUnknownError,
+    TaskFailedError,
+)
+from airflow_sora.state import utcnow
+
+log = logging.getLogger(__name__)
+
+ACCOUNT_ERRORS = (AuthError, InsufficientCreditsError, QuotaExceededError)
+_Running = deque[tuple[str, str]]  # (post id, task id) running at the service, oldest first
+
+
+class Submitter:
+    def __init__(self, ledger: Ledger, client: WatermarkService, settings: BatchSettings, *,
+                 on_submitted: Callable[[str], None] | None = None) -> None:
+        self.ledger = ledger
+        self.client = client
+        self.settings = settings
+        self.on_submitted = on_submitted or (lambda task_id: None)
+        self.account_error: ServiceError | None = None
+
+    def submit_all(self, post_ids: list[str]) -> None:
+        """Submit in order, at the pace of the client's create bucket, with at most
+        ``max_active_submissions`` of this try's tasks running at the service at once.
+
+        Creates the service answered with a transient error reply (5xx, 455, 429 after the client's own
+        retries) created nothing, so they get a few more passes in this try before Airflow's retry is spent.
+        """
+        running: _Running = deque()
+        pending = list(post_ids)
+        for attempt in range(self.settings.submit_passes):
+            if attempt:
+                time.sleep(self.settings.submit_pass_delay * attempt)
+                log.warning("Resubmitting %d video(s) whose create got a transient error reply", len(pending))
+                for post_id in pending:
+                    self.ledger.reopen(post_id)
+            self._submit_pass(pending, running)
+            pending = [p for p in pending if self._not_created_transiently(p)]
+            if not pending or self.account_error is not None:
+                return
+
+    def _not_created_transiently(self, post_id: str) -> bool:
+        entry = self.ledger[post_id]
+        return entry.outcome is not None and entry.outcome.retryable and entry.phase is Phase.NOT_CREATED
+
+    def _submit_pass(self, post_ids: list[str], running: _Running) -> None:
+        """Creates run in a small thread pool so state writes overlap; the shared bucket still sets the pace.
+
+        The first create goes alone, so a bad key or an empty balance costs one rejected call, not a pool's
+        worth. Task ids are handed to ``on_submitted`` from this thread only (it may talk to Airflow).
+        """
+        workers = max(1, self.settings.submit_concurrency)
+        in_flight: dict[Future[str | None], str] = {}
+
+        def collect(done: set[Future[str | None]]) -> None:
+            for future in done:
+                post_id = in_flight.pop(future)
+                if task_id := future.result():
+                    running.append((post_id, task_id))
+                    self.on_submitted(task_id)
+
+        if post_ids and (first := self.submit(post_ids[0])):
+            running.append((post_ids[0], first))
+            self.on_submitted(first)
+        with ThreadPoolExecutor(workers, thread_name_prefix="sora-submit") as pool:
+            for post_id in post_ids[1:]:
+                if self.account_error is not None:
+                    self.ledger.settle(post_id, Settled.FAILED, error=f"not submitted: {self.account_error}")
+                    continue
+                self._wait_for_room(in_flight, running, workers, collect)
+                in_flight[pool.submit(self.submit, post_id)] = post_id
+            collect(wait(in_flight).done)
+
+    def _wait_for_room(self, in_flight: dict[Future[str | None], str], running: _Running, workers: int,
+                       collect: Callable[[set[Future[str | None]]], None]) -> None:
+        """Block until one more create may start: a free submit thread, and room under the running cap."""
+        limit = self.settings.max_active_submissions
+        while True:
+            collect({future for future in in_flight if future.done()})
+            if len(in_flight) >= workers:
+                collect(wait(in_flight, return_when=FIRST_COMPLETED).done)
+            elif not self.client.asynchronous or len(running) + len(in_flight) < limit:
+                return
+            elif running:
+                self._retire_finished(running, room_needed=len(in_flight) + 1)
+            else:
+                collect(wait(in_flight, return_when=FIRST_COMPLETED).done)
+
+    def _retire_finished(self, running: _Running, room_needed: int) -> None:
+        """Make room by retiring the oldest finished tasks (tasks end roughly in submission order), waiting a
+        poll interval when none has finished yet. What a poll here learns goes into the ledger, so the task is
+        never polled again."""
+        limit = self.settings.max_active_submissions
+        while running and len(running) + room_needed > limit:
+            post_id, task_id = running[0]
+            status = self.client.get_status(task_id)
+            if not status.terminal:
+                break
+            running.popleft()
+            record_status(self.ledger, self.client, post_id, status)
+        if len(running) + room_needed > limit:
+            time.sleep(self.settings.poll_schedule.interval)
+
+    def submit(self, post_id: str) -> str | None:
+        """Create the remote work for one video; returns the task id to wait for, if any."""
+        url = self.ledger[post_id].video.url
+        attempts = 2 if self.settings.on_unknown_submit == "resubmit" else 1
+        for attempt in range(attempts):
+            self.ledger.apply(post_id, Event.CREATE_SENT, error=None, task_id=None, result=None)
+            try:
+                submission = self.client.submit(url, callback_url=self.settings.callback_url)
+            except (SubmitOutcomeUnknownError, ServiceProtocolError) as error:
+                self.ledger.apply(post_id, Event.NO_REPLY, error=str(error))
+                log.error("Create for %s may have been charged without a recorded task id: %s", url, error)
+                if attempt + 1 < attempts:
+                    log.warning("RESUBMITTING %s (on_unknown_submit='resubmit')", url)
+                    continue
+                self.ledger.settle(post_id, Settled.FAILED, error=unknown_create_message(url))
+                return None
+            except InvalidVideoUrlError as error:
+                self.ledger.apply(post_id, Event.URL_REFUSED, error=str(error))
+                self.ledger.settle(post_id, Settled.REJECTED, error=str(error))
+                return None
+            except TaskFailedError as error:  # SaveSora 5002: failed (and refunded)
+                event = Event.CREATE_FAILED_REFUNDED if error.refunded else Event.CREATE_FAILED
+                self.ledger.apply(post_id, event, error=str(error))
+                self.ledger.settle(post_id, Settled.FAILED, error=str(error))
+                return None
+            except ServiceError as error:
+                # Any other error reply means the service created nothing: safe to try again later.
+                self.ledger.apply(post_id, Event.ERROR_REPLY, error=str(error))
+                if isinstance(error, ACCOUNT_ERRORS):
+                    self.account_error = error
+                self.ledger.settle(post_id, Settled.FAILED, error=f"not submitted: {error}",
+                                   retryable=error.retryable)
+                return None
+            if submission.result is not None:
+                self.ledger.apply(post_id, Event.RESULT_RETURNED, task_id=submission.task_id,
+                                  result=submission.result, submitted_at=utcnow())
+                return None
+            self.ledger.apply(post_id, Event.TASK_CREATED, task_id=submission.task_id, submitted_at=utcnow())
+            return submission.task_id
+        return None

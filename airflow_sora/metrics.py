@@ -1,0 +1,50 @@
+"""Metrics through Airflow's ``Stats`` (StatsD or OpenTelemetry, as the deployment configures), under ``sora.``.
+
+A deployment without metrics configured gets Airflow's no-op logger: the calls cost nothing and send nothing.
+Every metric the provider emits is named here, so the README's list and the code cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PREFIX = "sora"
+
+#: name -> (kind, what it counts); ``<status>`` and ``<kind>`` are filled in at emission.
+METRICS: dict[str, tuple[str, str]] = {
+    "sora.videos.<status>": ("counter", "videos by final status: landed, skipped, failed, rejected, not_submitted"),
+    "sora.credits.charged": ("counter", "credits charged by the service for this run's creates"),
+    "sora.creates.rate_limited": ("counter", "paid creates the service refused with 429 (retried, not charged)"),
+    "sora.errors.<kind>": ("counter", "transient errors by kind: rate_limited, unavailable, connection, "
+                                      "timeout, protocol, landing"),
+    "sora.service.latency": ("timer", "seconds from a task's create to the poll that found it finished"),
+    "sora.landing.bytes": ("counter", "bytes of video landed"),
+    "sora.landing.throughput": ("gauge", "MB/s of one landed video, download to publication"),
+    "sora.balance": ("gauge", "the account's credit balance after a run"),
+}
+
+
+def _stats() -> Any:
+    try:  # Airflow >= 3.2
+        from airflow.sdk.observability.stats import Stats
+    except ImportError:  # Airflow 3.1
+        from airflow.stats import Stats
+    return Stats
+
+
+def incr(name: str, count: int = 1, *, service: str | None = None) -> None:
+    if count:
+        _stats().incr(f"{PREFIX}.{name}", count, tags=_tags(service))
+
+
+def gauge(name: str, value: float, *, service: str | None = None) -> None:
+    _stats().gauge(f"{PREFIX}.{name}", value, tags=_tags(service))
+
+
+def timing(name: str, seconds: float, *, service: str | None = None) -> None:
+    """Seconds in, milliseconds out: StatsD timers are in ms."""
+    _stats().timing(f"{PREFIX}.{name}", seconds * 1000.0, tags=_tags(service))
+
+
+def _tags(service: str | None) -> dict[str, Any]:
+    return {"service": service} if service else {}
