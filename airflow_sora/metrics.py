@@ -15,8 +15,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "sora.videos.<status>": ("counter", "videos by final status: landed, skipped, failed, rejected, not_submitted"),
     "sora.credits.charged": ("counter", "credits charged by the service for this run's creates"),
     "sora.creates.rate_limited": ("counter", "paid creates the service refused with 429 (retried, not charged)"),
-    "sora.errors.<kind>": ("counter", "transient errors by kind: rate_limited, unavailable, connection, "
-                                      "timeout, protocol, landing"),
+    "sora.errors.<kind>": ("counter", "failed calls by kind: rate_limited (429), unavailable (5xx, 455, "
+                                      "connection), no_reply (a create with no answer), protocol, permanent; "
+                                      "landing (a download or publication)"),
     "sora.service.latency": ("timer", "seconds from a task's create to the poll that found it finished"),
     "sora.landing.bytes": ("counter", "bytes of video landed"),
     "sora.landing.throughput": ("gauge", "MB/s of one landed video, download to publication"),
