@@ -54,7 +54,6 @@ class LandingLease:
         self.poll = poll
         self.token = uuid.uuid4().hex
         self._atomic = has_exclusive_create(path)  # the create's answer is final: no read-back needed
-        self._renewed_at = float("-inf")
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -73,7 +72,6 @@ class LandingLease:
         deadline = time.monotonic() + self.wait
         while True:
             if create_exclusive(self.path, self._body()) and (self._atomic or self._mine(self.read())):
-                self._renewed_at = time.monotonic()
                 return
             current = self.read()
             if current is None:
@@ -90,9 +88,8 @@ class LandingLease:
             time.sleep(self.poll)
 
     def release(self) -> None:
-        """Delete the lease if it is ours. Within its time to live nobody may break it, so a lease created or
-        renewed less than ``ttl`` ago is deleted without reading it first (one request instead of two)."""
-        if (self._atomic and time.monotonic() - self._renewed_at < self.ttl * 0.9) or self._mine(self.read()):
+        """Delete the lease only if it is still ours (a later try of the same task may have taken it over)."""
+        if self._mine(self.read()):
             delete_if_present(self.path)
 
     def read(self) -> dict[str, Any] | None:
@@ -124,6 +121,5 @@ class LandingLease:
                     log.warning("The landing lease %s was taken over while this worker held it", self.path)
                     return
                 write_atomic(self.path, self._body())
-                self._renewed_at = time.monotonic()
             except Exception as error:  # a store hiccup: the next renewal (ttl/3 later) tries again
                 log.warning("Renewing the landing lease %s failed: %s", self.path, type(error).__name__)

@@ -8,13 +8,15 @@ finds in a given phase. Both are pure: the parts that talk to services and stora
 
 ::
 
-    (new) --create_sent--> intent --task_created--> submitted --task_succeeded--> finished --landed--> landed
+    (new) --create_sent--> intent --task_created--> submitted --task_succeeded--> finished --landed--> landed*
                              |  \\--result_returned (SaveSora) ------------------->/   ^  |
                              |--error_reply--> not_created (nothing charged)            |  \\--landing_failed (stays)
                              |--url_refused--> rejected                                 |
                              |--create_failed[_refunded]--> failed <--task_failed-- submitted
                              \\--no_reply--> intent (may have been charged: never resubmitted silently)
     landed --object_missing--> finished (land again from the known result, free)
+
+    * the sidecar written beside the video is the durable record of a landing (no state write)
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ TRANSITIONS: Mapping[Event, Transition] = {
     Event.NO_REPLY: Transition(frozenset({Phase.INTENT}), Phase.INTENT, 0, True),
     Event.TASK_SUCCEEDED: Transition(frozenset({Phase.SUBMITTED}), Phase.FINISHED, 0, False),
     Event.TASK_FAILED: Transition(frozenset({Phase.SUBMITTED}), Phase.FAILED, 0, True),
-    Event.LANDED: Transition(frozenset({Phase.FINISHED}), Phase.LANDED, 0, True),
+    # The sidecar, written under the landing lease, is the durable record of a landing: no state write.
+    Event.LANDED: Transition(frozenset({Phase.FINISHED}), Phase.LANDED, 0, False),
     Event.LANDING_FAILED: Transition(frozenset({Phase.FINISHED}), Phase.FINISHED, 0, False),
     Event.OBJECT_MISSING: Transition(frozenset({Phase.LANDED}), Phase.FINISHED, 0, False),
 }
@@ -137,12 +140,16 @@ class Policy:
 
 
 def decide(phase: Phase | None, *, has_result: bool, landed_here: bool, policy: Policy,
-           error: str | None = None) -> Decision:
+           error: str | None = None, landed_by_this_run: bool = False) -> Decision:
     """What this try does with a video found in ``phase``.
 
-    ``landed_here``: a video and sidecar for this post id are in the output folder. ``has_result``: the record
-    holds a result that can be landed without asking the service again.
+    ``landed_here``: a video and sidecar for this post id are in the output folder. ``landed_by_this_run``:
+    that sidecar says this logical run (dag, run, task, map index) landed it, so an earlier try finished the
+    video after its last state write. ``has_result``: the record holds a result that can be landed without
+    asking the service again.
     """
+    if landed_here and landed_by_this_run and phase in (Phase.SUBMITTED, Phase.FINISHED, Phase.LANDED):
+        return Decision(Action.SETTLE, Settled.LANDED)
     if phase is Phase.LANDED:
         if landed_here:
             return Decision(Action.SETTLE, Settled.LANDED)

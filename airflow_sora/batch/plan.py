@@ -19,7 +19,9 @@ from airflow_sora.state import StateRecordError
 
 log = logging.getLogger(__name__)
 
-_EXISTS_MATTERS = (None, Phase.NOT_CREATED, Phase.LANDED)
+# Phases where a landed copy changes the decision: if_exists for unpaid videos, "already landed by this run"
+# for paid ones (the sidecar is the record of a landing).
+_EXISTS_MATTERS = (None, Phase.NOT_CREATED, Phase.SUBMITTED, Phase.FINISHED, Phase.LANDED)
 
 
 class Planner:
@@ -52,7 +54,8 @@ class Planner:
         post_id, record = entry.video.post_id, entry.record
         decision = decide(entry.phase, has_result=bool(record and record.result),
                           landed_here=sidecar is not None, policy=self.settings.policy,
-                          error=record.error if record else None)
+                          error=record.error if record else None,
+                          landed_by_this_run=sidecar is not None and self._landed_by_this_run(sidecar))
         if decision.action is Action.SUBMIT:
             if decision.loud:
                 log.warning("RESUBMITTING %s (a new charge): its earlier create %s, and %s asked for it",
@@ -70,9 +73,14 @@ class Planner:
             self._settle(entry, decision.status, decision.reason, sidecar)
         return False  # WAIT and LAND are picked up from the ledger's phases
 
+    def _landed_by_this_run(self, sidecar: Sidecar) -> bool:
+        airflow = (sidecar.model_extra or {}).get("airflow") or {}
+        scope = self.ledger.store.scope.as_dict()
+        return all(airflow.get(key) == value for key, value in scope.items())
+
     def _settle(self, entry: Entry, status: Settled, reason: str | None, sidecar: Sidecar | None) -> None:
         post_id = entry.video.post_id
-        if status is Settled.SKIPPED and sidecar is not None:
+        if status in (Settled.SKIPPED, Settled.LANDED) and sidecar is not None:
             self.ledger.settle(post_id, status, output_uri=str(self.lander.video_path(post_id)),
                                sidecar_uri=str(self.lander.sidecar_path(post_id)), size=sidecar.size,
                                sha256=sidecar.sha256, task_id=sidecar.task_id)
@@ -92,7 +100,7 @@ class Planner:
         """
         candidates = [e.video.post_id for e in entries if e.phase in _EXISTS_MATTERS]
         if not candidates or (self.settings.if_exists == "overwrite"
-                              and all(e.phase is not Phase.LANDED for e in entries)):
+                              and all(e.phase in (None, Phase.NOT_CREATED) for e in entries)):
             return {}
         sizes = self.lander.listing()
         present = [p for p in candidates if f"{p}.mp4" in sizes and f"{p}.json" in sizes]

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from airflow_sora import storage
+from airflow_sora import landing, storage
 from airflow_sora.operators import SoraWatermarkRemoverOperator
 from airflow_sora.sandbox import SandboxServer
 from airflow_sora.state import Phase, VideoRecord, VideoStateStore
@@ -63,11 +63,32 @@ def kill_mid_download(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(storage.Publication, "write", write)
 
 
+def kill_on_sidecar(monkeypatch: pytest.MonkeyPatch, *, before: bool, nth: int = 1) -> None:
+    """The sidecar is the durable record of a landing: kill around its publication."""
+    original = landing.write_atomic
+    seen = [0]
+    lock = threading.Lock()
+
+    def write_atomic(target: Any, data: bytes) -> None:
+        if not str(target).endswith(".json") or "/_state/" in str(target):
+            return original(target, data)
+        with lock:
+            seen[0] += 1
+            count = seen[0]
+        if count == nth and before:
+            raise WorkerKilled("killed after the video landed, before its sidecar")
+        original(target, data)
+        if count == nth:
+            raise WorkerKilled("killed right after the sidecar landed")
+
+    monkeypatch.setattr(landing, "write_atomic", write_atomic)
+
+
 KILLS: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
     "after_id_recorded": lambda mp: kill_on_save(mp, Phase.SUBMITTED, before=False, nth=2),
     "mid_download": kill_mid_download,
-    "after_landing_before_record": lambda mp: kill_on_save(mp, Phase.LANDED, before=True, nth=2),
-    "after_landing_recorded": lambda mp: kill_on_save(mp, Phase.LANDED, before=False, nth=2),
+    "after_video_before_sidecar": lambda mp: kill_on_sidecar(mp, before=True, nth=2),
+    "after_sidecar_landed": lambda mp: kill_on_sidecar(mp, before=False, nth=2),
 }
 
 

@@ -36,7 +36,7 @@ EDGES = [
     (Event.NO_REPLY, Phase.INTENT, Phase.INTENT, 0, True),
     (Event.TASK_SUCCEEDED, Phase.SUBMITTED, Phase.FINISHED, 0, False),
     (Event.TASK_FAILED, Phase.SUBMITTED, Phase.FAILED, 0, True),
-    (Event.LANDED, Phase.FINISHED, Phase.LANDED, 0, True),
+    (Event.LANDED, Phase.FINISHED, Phase.LANDED, 0, False),  # the sidecar is the record of a landing
     (Event.LANDING_FAILED, Phase.FINISHED, Phase.FINISHED, 0, False),
     (Event.OBJECT_MISSING, Phase.LANDED, Phase.FINISHED, 0, False),
 ]
@@ -60,8 +60,8 @@ def test_no_other_edges_exist() -> None:
 
 
 def test_money_moments_are_written_before_anything_else() -> None:
-    """The retry-safety kill points: an intent before the paid call, its answer right after, and the landing."""
-    for event in (Event.CREATE_SENT, Event.TASK_CREATED, Event.RESULT_RETURNED, Event.NO_REPLY, Event.LANDED):
+    """The retry-safety kill points: an intent before the paid call, and its answer right after."""
+    for event in (Event.CREATE_SENT, Event.TASK_CREATED, Event.RESULT_RETURNED, Event.NO_REPLY):
         assert TRANSITIONS[event].persist, event
 
 
@@ -89,6 +89,7 @@ DEFAULT = Policy()
     (Phase.FINISHED, False, True, DEFAULT, (Action.LAND, None)),
     (Phase.LANDED, True, True, DEFAULT, (Action.SETTLE, Settled.LANDED)),
     (Phase.LANDED, False, True, DEFAULT, (Action.LAND, None)),
+    (Phase.SUBMITTED, True, False, Policy(if_exists="overwrite"), (Action.WAIT, None)),
     (Phase.FAILED, False, False, DEFAULT, (Action.SETTLE, Settled.FAILED)),
     (Phase.FAILED, False, False, Policy(resubmit_failed=True), (Action.SUBMIT, None)),
     (Phase.REJECTED, False, False, Policy(resubmit_failed=True), (Action.SETTLE, Settled.REJECTED)),
@@ -97,6 +98,15 @@ def test_decide(phase: Phase | None, landed_here: bool, has_result: bool, policy
                 expected: tuple[Action, Settled | None]) -> None:
     decision = decide(phase, has_result=has_result, landed_here=landed_here, policy=policy)
     assert (decision.action, decision.status) == expected
+
+
+@pytest.mark.parametrize("phase", [Phase.SUBMITTED, Phase.FINISHED, Phase.LANDED])
+def test_a_landing_by_this_run_is_found_from_its_sidecar(phase: Phase) -> None:
+    """A try killed after the sidecar but before any further write is settled, not landed or polled again."""
+    decision = decide(phase, has_result=False, landed_here=True, landed_by_this_run=True, policy=DEFAULT)
+    assert (decision.action, decision.status) == (Action.SETTLE, Settled.LANDED)
+    other_run = decide(phase, has_result=True, landed_here=True, landed_by_this_run=False, policy=DEFAULT)
+    assert other_run.action is not Action.SUBMIT  # paid already in this run: never paid again
 
 
 def test_paying_again_for_a_video_that_may_already_be_paid_is_loud() -> None:
