@@ -2,6 +2,8 @@
 
     python bench/run.py                      # N in 20,100,500 and landing of 1 GiB and 4 GiB
     python bench/run.py --sizes 20 --landing 256M
+    python bench/run.py --modes s3 --landing ''   # batch mode landing in S3 (moto), N=1,000 at 200/10 s;
+                                                  # prints its table, keeps RESULTS.md as it is
 
 Prints a table, saves ``bench/results/<stamp>.json`` and rewrites ``bench/RESULTS.md``. Benchmarks print
 numbers; they assert nothing about wall-clock time. Absolute times on a shared machine are noise: compare
@@ -31,6 +33,7 @@ from airflow_sora.sandbox.process import SandboxProcess
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the deployment harness and the S3 server helper live with the tests
 
+from bench.s3_requests import CountingS3  # noqa: E402
 from scripts.demo import read_manifest  # noqa: E402
 from tests.deployment.services import S3Process  # noqa: E402
 
@@ -64,6 +67,17 @@ def api_calls(summary: dict[str, Any]) -> int:
 def t_star(n: int, limit: int, window: float, landing_one: float) -> float:
     """The fastest any client can finish: creates at the limit, then the last task's latency and landing."""
     return (n - 1) / (limit / window) + LATENCY + landing_one
+
+
+def measured_t_star(n: int, limit: int) -> float:
+    """T* with the landing of one video timed on a fresh sandbox (what a 32 KiB download takes here)."""
+    probe_box = Sandbox.with_limit(limit)
+    try:
+        probe = time.monotonic()
+        httpx.get(f"{probe_box.url}/_sandbox/synthetic/32768.mp4")
+        return t_star(n, limit, 10.0, time.monotonic() - probe)
+    finally:
+        probe_box.stop()
 
 
 # mapped mode on a real scheduler + triggerer ---------------------------------------------------------
@@ -212,6 +226,100 @@ def batch_mode(sandbox: Sandbox, urls: list[str], folder: Path, home: Path) -> d
             "peak_rss_mb": (peak_kib if peak_kib > before else before) / 1024}
 
 
+# batch mode landing in S3, object-store requests counted at the server ---------------------------------
+S3_LIMIT = 200  # creates per 10 s, scaled: N=1,000 takes ~50 s of creates instead of ~8 min at Kie's real 20
+S3_BUCKET, S3_PREFIX = "bench", "s3-mode"
+
+
+def remove_task_window(env: dict[str, str]) -> tuple[float, float] | None:
+    """When the latest run's remove task started and ended (epoch seconds), as Airflow's CLI reports them."""
+    def cli(*args: str) -> Any:
+        out = subprocess.run([sys.executable, "-m", "airflow", *args, "-o", "json"], env=env, capture_output=True,
+                             text=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])  # warnings may come first
+
+    try:
+        run_id = max(cli("dags", "list-runs", "sora_watermark_batch"), key=lambda r: r["start_date"])["run_id"]
+        task = next(t for t in cli("tasks", "states-for-dag-run", "sora_watermark_batch", run_id)
+                    if t["task_id"] == "remove_watermarks")
+        return (datetime.fromisoformat(task["start_date"]).timestamp(),
+                datetime.fromisoformat(task["end_date"]).timestamp())
+    except (ValueError, KeyError, IndexError, StopIteration, TypeError):
+        return None
+
+
+def s3_mode(sandbox: Sandbox, urls: list[str], s3: CountingS3, home: Path) -> dict[str, Any]:
+    """Batch mode under ``airflow dags test`` landing into moto's S3 server, which counts every request it gets."""
+    env = {**airflow_env(home, sandbox), "AIRFLOW_CONN_AWS_DEFAULT": s3.connection()}
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
+    conf = json.dumps({"video_urls": urls, "output_path": f"s3://aws_default@{S3_BUCKET}/{S3_PREFIX}/"})
+    s3.reset_counts()  # from here on every request is the DAG run's
+    process_started, started = time.time(), time.monotonic()
+    try:  # bounded: a stuck run is stopped, not waited for
+        run = subprocess.run([sys.executable, "-m", "airflow", "dags", "test", "sora_watermark_batch", "--conf",
+                              conf], env=env, capture_output=True, text=True, timeout=max(600, len(urls)))
+    except subprocess.TimeoutExpired as expired:
+        raise SystemExit(f"s3 run stopped after {expired.timeout:.0f} s") from expired
+    process_seconds = time.monotonic() - started
+    requests = s3.counts()  # before the benchmark's own listing and reads below
+    if run.returncode != 0:
+        raise SystemExit(f"s3 run failed:\n{(run.stdout + run.stderr)[-3000:]}")
+    keys = s3.objects(S3_BUCKET)
+    sidecars = [json.loads(s3.read(S3_BUCKET, k)) for k in keys
+                if k.startswith(f"{S3_PREFIX}/s_") and k.endswith(".json")]
+    first_create = min(c["at"] for c in sandbox.charges())
+    landed = len(sidecars)
+    task = remove_task_window(env)
+    return {"wall_seconds": max(datetime.fromisoformat(s["landed_at"]).timestamp() for s in sidecars) - first_create,
+            "process_seconds": process_seconds, "landed": landed,
+            "videos_at_final_keys": sum(1 for k in keys if k.startswith(f"{S3_PREFIX}/s_") and k.endswith(".mp4")),
+            "first_create_after_process_start": first_create - process_started,
+            "task_seconds": task[1] - task[0] if task else None,
+            "first_create_after_task_start": first_create - task[0] if task else None,
+            "s3_requests": requests["requests"], "s3_requests_per_video": requests["requests"] / landed,
+            "s3_verbs_per_video": {k: v / landed for k, v in sorted(requests["verbs"].items())},
+            "s3_operations_per_video": {k: v / landed for k, v in sorted(requests["operations"].items())},
+            "s3_statuses": requests["statuses"], "s3_keys": requests["keys"]}
+
+
+def s3_row(n: int) -> dict[str, Any]:
+    """One row: T* at the scaled limit, then batch mode landing N videos in S3 on the counting server."""
+    row: dict[str, Any] = {"n": n, "create_limit": f"{S3_LIMIT}/10s"}
+    urls = video_urls(n)
+    s3 = CountingS3.start()
+    try:
+        s3.create_bucket(S3_BUCKET)
+        with tempfile.TemporaryDirectory() as tmp:
+            row["t_star_seconds"] = measured_t_star(n, S3_LIMIT)
+            row["s3"] = measured(S3_LIMIT, n, lambda box: s3_mode(box, urls, s3, Path(tmp) / "home"))
+    finally:
+        s3.stop()
+    row["s3_vs_t_star"] = row["s3"]["wall_seconds"] / row["t_star_seconds"]
+    return row
+
+
+def s3_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    verbs = ("GET", "PUT", "POST", "HEAD", "DELETE")
+    lines = ["| N | limit | T* (s) | wall (s) | wall / T* | process wall (s) | first create after start (s): "
+             "process, task | S3 requests/video | " + " | ".join(verbs) + " | API calls/video | credits |",
+             "|---|---|---|---|---|---|---|---|" + "---|" * len(verbs) + "---|---|"]
+    for row in rows:
+        s = row["s3"]
+        task = s["first_create_after_task_start"]
+        lines.append(
+            f"| {row['n']} | {row['create_limit']} | {row['t_star_seconds']:.1f} | {s['wall_seconds']:.1f} | "
+            f"{row['s3_vs_t_star']:.3f} | {s['process_seconds']:.1f} | "
+            f"{s['first_create_after_process_start']:.1f}, {'-' if task is None else f'{task:.1f}'} | "
+            f"{s['s3_requests_per_video']:.2f} | "
+            + " | ".join(f"{s['s3_verbs_per_video'].get(v, 0):.2f}" for v in verbs)
+            + f" | {s['api_calls_per_video']:.2f} | {s['credits_charged']:g} |")
+    lines += ["", "| N | S3 operation | requests/video |", "|---|---|---|"]
+    for row in rows:
+        for operation, per_video in sorted(row["s3"]["s3_operations_per_video"].items(), key=lambda kv: -kv[1]):
+            lines.append(f"| {row['n']} | {operation} | {per_video:.2f} |")
+    return lines
+
+
 def mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -236,13 +344,7 @@ def throughput(n: int, modes: set[str]) -> dict[str, Any]:
     urls = video_urls(n)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        probe_box = Sandbox.with_limit(limit)
-        try:
-            probe = time.monotonic()
-            httpx.get(f"{probe_box.url}/_sandbox/synthetic/32768.mp4")
-            row["t_star_seconds"] = t_star(n, limit, 10.0, time.monotonic() - probe)
-        finally:
-            probe_box.stop()
+        row["t_star_seconds"] = measured_t_star(n, limit)
         if "batch" in modes:
             row["batch"] = measured(limit, n, lambda box: batch_mode(box, urls, mkdir(root / "batch"), root / "home"))
             row["batch_vs_t_star"] = row["batch"]["wall_seconds"] / row["t_star_seconds"]
@@ -327,6 +429,9 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{m['api_calls_per_video']:.2f} | {m['credits_charged']:g} | {m['retried_tasks']} | "
                 f"{m['worker_slot_seconds']:.1f} | "
                 f"{m['peak_rss_mb_task']:.0f}, {m['peak_rss_mb_triggerer']:.0f}, {m['peak_rss_mb_scheduler']:.0f} |")
+    if results.get("s3"):
+        lines += ["", f"### S3 landing (batch mode into moto's S3 server, limit {S3_LIMIT}/10 s)", "",
+                  *s3_markdown(results["s3"])]
     lines += ["", "## Landing", "",
               "| size | plain copy to disk MB/s | lander → local MB/s (ratio) | plain upload → S3 (moto) MB/s "
               "| lander → S3 MB/s (ratio to plain copy; to plain upload) | peak RSS MB: plain, local, S3 |",
@@ -345,7 +450,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="20,100,500")
     parser.add_argument("--landing", default="1G,4G")
-    parser.add_argument("--modes", default="batch,mapped,naive", help="throughput modes to run")
+    parser.add_argument("--modes", default="batch,mapped,naive",
+                        help="throughput modes to run; s3 (batch mode landing in S3) runs at --s3-sizes")
+    parser.add_argument("--s3-sizes", default="1000", help=f"N values of the s3 mode (limit {S3_LIMIT}/10 s)")
     parser.add_argument("--naive-sizes", default=None,
                         help="N values that also run the naive loop (default: all; N=500 takes ~25 min)")
     args = parser.parse_args()
@@ -354,10 +461,14 @@ def main() -> int:
     results: dict[str, Any] = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                "machine": f"{platform.machine()}, {os.cpu_count()} cores, python "
                                           f"{platform.python_version()}",
-                               "throughput": [], "landing": []}
+                               "throughput": [], "landing": [], "s3": []}
     sizes = [int(x) for x in args.sizes.split(",") if x]
     naive_sizes = sizes if args.naive_sizes is None else [int(x) for x in args.naive_sizes.split(",") if x]
-    for n in sizes:
+    for n in [int(x) for x in args.s3_sizes.split(",") if x] if "s3" in args.modes.split(",") else []:
+        results["s3"].append(s3_row(n))
+        print(json.dumps(results["s3"][-1]), flush=True)
+        save(results)
+    for n in sizes if set(args.modes.split(",")) - {"s3"} else []:
         modes = set(args.modes.split(","))
         row = throughput(n, modes if n in naive_sizes else modes - {"naive"})
         results["throughput"].append(row)
@@ -383,6 +494,8 @@ def save(results: dict[str, Any]) -> str:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = results["when"].replace(":", "").replace("-", "")
     (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2))
+    if not (results["throughput"] or results["landing"]):  # an s3-only run keeps RESULTS.md as it is
+        return "\n".join(s3_markdown(results["s3"])) + "\n"
     report = markdown(results)
     (REPO / "bench" / "RESULTS.md").write_text(report)
     return report
