@@ -7,12 +7,15 @@ from pathlib import Path
 
 from airflow.sdk import Asset
 
-#: Downstream DAGs schedule on this; the remove tasks attach the output path to each event.
-SORA_CLEAN_VIDEOS = Asset(name="sora_clean_videos", uri="sora://clean-videos")
+from airflow_sora.lineage import asset_for_output
 
 #: Local folder by default (``./output/`` beside the dags folder); S3 by the param or the Variable
 #: ``sora_output_path``, e.g. ``s3://aws_default@my-bucket/sora/clean/``.
 DEFAULT_OUTPUT = os.environ.get("SORA_OUTPUT_PATH") or f"file://{Path(__file__).resolve().parents[1] / 'output'}/"
+
+#: Downstream DAGs schedule on this; the remove tasks attach the actual output path to each event. Its URI is
+#: the default output's (a ``file://`` or ``s3://`` URI, schemes their providers register).
+SORA_CLEAN_VIDEOS = Asset(name="sora_clean_videos", uri=asset_for_output(DEFAULT_OUTPUT).uri)  # type: ignore[union-attr]
 OUTPUT_PATH = "{{ var.value.get('sora_output_path', params.output_path) }}"
 
 EXAMPLE_URLS = [

@@ -5,16 +5,21 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import httpcore
+import httpx
 import pytest
 from airflow.sdk import ObjectStoragePath
 
 from airflow_sora.landing import ResultLander, check_result_url, safe_object_name
+from airflow_sora.netguard import PinnedTransport
 from airflow_sora.sandbox.media import make_mp4
 from airflow_sora.services import RemovalResult, ResultDownloadError, UnsafeResultUrlError
 
@@ -179,3 +184,102 @@ def test_two_landings_of_one_video_never_mix_their_files(tmp_path: Path, files: 
         assert sidecar["sha256"] == hashlib.sha256(video).hexdigest()
     assert published(tmp_path / "out") == [f"{POST}.json", f"{POST}.mp4"]  # every lease was released
     assert list((tmp_path / "out" / "_state" / "_leases").iterdir()) == []
+
+
+class _Connects(httpcore.NetworkBackend):
+    """Records where each connection would go and refuses it: no traffic leaves the machine."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        self.calls.append((host, port))
+        raise httpcore.ConnectError("recorded, not connected")
+
+
+def rebinding(*answers: str) -> tuple[list[str], Callable[[str], list[str]]]:
+    """A resolver whose n-th lookup answers ``answers[n]`` (the last one from then on), and its lookups."""
+    lookups: list[str] = []
+
+    def resolve(host: str) -> list[str]:
+        lookups.append(host)
+        return [answers[min(len(lookups), len(answers)) - 1]]
+    return lookups, resolve
+
+
+def pinned_lander(tmp_path: Path, *, allow_private: bool, resolve: Callable[[str], list[str]],
+                  connector: httpcore.NetworkBackend | None = None, verify: ssl.SSLContext | bool = True,
+                  ) -> ResultLander:
+    transport = PinnedTransport(allow_private=allow_private, resolve=resolve, connector=connector, verify=verify)
+    return ResultLander(ObjectStoragePath(f"file://{tmp_path}/out/"), allow_private_hosts=allow_private,
+                        client=httpx.Client(transport=transport, timeout=5.0))
+
+
+def test_a_rebinding_host_is_connected_to_at_the_address_that_was_checked(tmp_path: Path) -> None:
+    lookups, resolve = rebinding("8.8.8.8", "127.0.0.1")
+    connects = _Connects()
+    with pytest.raises(ResultDownloadError, match="ConnectError"):
+        pinned_lander(tmp_path, allow_private=False, resolve=resolve, connector=connects).land(
+            result("https://cdn.rebind.example/v.mp4"), provenance={})
+    assert lookups == ["cdn.rebind.example"]  # one lookup for the one connection
+    assert connects.calls == [("8.8.8.8", 443)]  # the checked answer, never the second one
+
+
+def test_a_rebinding_host_answering_private_first_is_refused_before_any_connect(tmp_path: Path) -> None:
+    lookups, resolve = rebinding("127.0.0.1", "8.8.8.8")
+    connects = _Connects()
+    with pytest.raises(UnsafeResultUrlError, match=r"cdn\.rebind\.example.*127\.0\.0\.1.*not globally routable"):
+        pinned_lander(tmp_path, allow_private=False, resolve=resolve, connector=connects).land(
+            result("https://cdn.rebind.example/v.mp4"), provenance={})
+    assert lookups == ["cdn.rebind.example"]
+    assert connects.calls == []
+
+
+def test_every_redirect_hop_is_resolved_once_and_checked(tmp_path: Path, files: tuple) -> None:
+    """The test server closes each connection (HTTP/1.0): two hosts, two connections, one lookup each."""
+    base, routes = files
+    port = base.rsplit(":", 1)[1]
+    routes["/v.mp4"] = (200, {}, VIDEO)
+    routes["/r"] = (302, {"Location": f"http://cdn-b.sandbox.test:{port}/v.mp4"}, b"")
+    lookups: list[str] = []
+
+    def resolve(host: str) -> list[str]:
+        lookups.append(host)
+        return ["127.0.0.1"]
+    target = ObjectStoragePath(f"file://{tmp_path}/v.mp4")
+    landed = pinned_lander(tmp_path, allow_private=True, resolve=resolve).download(
+        f"http://cdn-a.sandbox.test:{port}/r", target)
+    assert landed.size == len(VIDEO)
+    assert lookups == ["cdn-a.sandbox.test", "cdn-b.sandbox.test"]
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> Iterator[tuple[int, ssl.SSLContext, dict[str, tuple[int, dict[str, str], bytes]]]]:
+    """An https file server on 127.0.0.1 whose certificate names ``cdn.sandbox.test`` only, and a client
+    context trusting its test CA."""
+    from tests.integration.tls import certificate_for
+
+    ca_pem, cert_pem, key_pem = certificate_for("cdn.sandbox.test")
+    (tmp_path / "cert.pem").write_bytes(cert_pem + key_pem)
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(tmp_path / "cert.pem")
+    routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Files", (_Files,), {"routes": routes}))
+    server.socket = server_context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield server.server_address[1], ssl.create_default_context(cadata=ca_pem.decode()), routes
+    server.shutdown()
+    server.server_close()
+
+
+def test_tls_is_verified_against_the_host_name_not_the_pinned_address(tmp_path: Path, tls_files: tuple) -> None:
+    port, trust, routes = tls_files
+    routes["/v.mp4"] = (200, {}, VIDEO)
+    target = ObjectStoragePath(f"file://{tmp_path}/v.mp4")
+    landed = pinned_lander(tmp_path, allow_private=True, resolve=lambda host: ["127.0.0.1"], verify=trust).download(
+        f"https://cdn.sandbox.test:{port}/v.mp4", target)
+    assert landed.size == len(VIDEO)
+    with pytest.raises(ResultDownloadError, match="ConnectError"):  # same address, a name the cert lacks
+        pinned_lander(tmp_path, allow_private=True, resolve=lambda host: ["127.0.0.1"], verify=trust).download(
+            f"https://other.sandbox.test:{port}/v.mp4", target)
