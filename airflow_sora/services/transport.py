@@ -132,7 +132,7 @@ def _pause_on_rate_limit(limiter: TokenBucket | None, op: Operation[Any], error:
                          delay: float) -> None:
     """A 429 on a paid create slows every sender sharing the bucket, not just this one."""
     if limiter is not None and op.paid and isinstance(error, RateLimitedError):
-        limiter.pause(delay)
+        limiter.on_throttle(delay)
 
 
 def _to_reply(response: httpx.Response) -> Reply:
@@ -172,7 +172,10 @@ class SyncTransport:
             if op.paid and self.limiter is not None:
                 self.limiter.acquire(self._sleep)
             try:
-                return op.parse(self._send(op))
+                result = op.parse(self._send(op))
+                if op.paid and self.limiter is not None:
+                    self.limiter.on_success()
+                return result
             except ServiceError as error:
                 delay = tracker.next_delay(error)
                 _pause_on_rate_limit(self.limiter, op, error, delay)
@@ -210,7 +213,10 @@ class AsyncTransport:
             if op.paid and self.limiter is not None:
                 await self.limiter.aacquire()
             try:
-                return op.parse(await self._send(op))
+                result = op.parse(await self._send(op))
+                if op.paid and self.limiter is not None:
+                    self.limiter.on_success()
+                return result
             except ServiceError as error:
                 delay = tracker.next_delay(error)
                 _pause_on_rate_limit(self.limiter, op, error, delay)

@@ -59,3 +59,61 @@ def test_unpaced_bursts_are_absorbed_by_back_off() -> None:
                 client.submit(url)
         summary = server.summary()
     assert len(summary["charges_by_video"]) == 9 and summary["requests"]["createTask"] > 9
+
+
+# Several processes on one account: each has a bucket of its own, as separate workers do. ---------------------
+_CREATOR = """
+import sys
+from pydantic import SecretStr
+from airflow_sora.services import KieClient, RateLimitedError, ServiceConfig
+
+url, key, rate, urls = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4:]
+config = ServiceConfig(base_url=url, api_key=SecretStr(key), create_rate=rate)
+print("ready", flush=True)
+sys.stdin.readline()
+with KieClient(config) as client:
+    for video in urls:
+        while True:
+            try:
+                client.submit(video)
+                break
+            except RateLimitedError:  # back-off ran out on 429s: refused, not charged, so submit again
+                pass
+"""
+
+
+def test_processes_sharing_an_account_converge_to_their_shares() -> None:
+    """Four processes, 15 creates each, on a 40-per-10-s account, all starting at once. Without adaptation
+    (``AIRFLOW_SORA_ADAPTIVE_PACING=0``) each paces at the full limit and this fails (20 of 80 refused in one
+    run); with it, each process drops to its share after its first 429."""
+    import subprocess
+    import sys
+
+    urls = [f"https://sora.chatgpt.com/p/s_{i:032x}" for i in range(1001, 1061)]
+    with SandboxServer(fast_config(create_limit=40, create_window=10.0), accounts={KIE_KEY: 10_000}) as server:
+        creators = [subprocess.Popen([sys.executable, "-c", _CREATOR, server.url, KIE_KEY, str(40 / 10.0 * 0.97),
+                                      *urls[i::4]], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                    for i in range(4)]
+        try:
+            for creator in creators:
+                assert creator.stdout is not None
+                while creator.stdout.readline().strip() != "ready":  # Airflow's import may log first
+                    assert creator.poll() is None
+            started = time.monotonic()
+            for creator in creators:
+                assert creator.stdin is not None
+                creator.stdin.write("go\n")
+                creator.stdin.flush()
+            for creator in creators:
+                creator.communicate(timeout=120)
+                assert creator.returncode == 0
+            elapsed = time.monotonic() - started
+        finally:
+            for creator in creators:
+                if creator.poll() is None:
+                    creator.kill()
+        summary = server.summary()
+    sent, accepted = summary["requests"]["createTask"], len(summary["charges_by_video"])
+    assert summary["charges_by_video"] == {url: 1 for url in urls}  # each charged once, none lost
+    assert (sent - accepted) / sent <= 0.15, f"{sent - accepted} of {sent} creates refused"
+    assert elapsed < 40  # 40 at once, the next 20 from 10 s on: together still near the account's limit
