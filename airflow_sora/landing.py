@@ -2,40 +2,40 @@
 
 Memory stays constant whatever the file size (fixed-size chunks). Bytes are counted against
 Content-Length, hashed, and checked to be an MP4 before the object becomes visible at its final key; a
-failed or truncated download leaves nothing there. Result URLs are fetched only over https and never from
-private, loopback or link-local addresses, unless the connection explicitly allows it (the sandbox).
+failed or truncated download leaves nothing there. Result URLs are fetched only over https and only from
+globally routable addresses (``netguard``: each connection goes to the very address that was checked), unless
+the connection explicitly allows private hosts (the sandbox).
 """
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
-import json
 import os
 import queue
-import re
 import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpx
 from airflow.sdk import ObjectStoragePath
 
 from airflow_sora import __version__
 from airflow_sora.lease import LandingLease
-from airflow_sora.services.errors import ResultDownloadError, ResultLinkExpiredError, UnsafeResultUrlError
+from airflow_sora.netguard import PinnedTransport, Resolver, check_url_scheme, resolve_checked, system_resolve
+from airflow_sora.services.errors import ResultDownloadError, ResultLinkExpiredError
 from airflow_sora.services.models import RemovalResult
 from airflow_sora.services.transport import user_agent
+from airflow_sora.services.urls import is_post_id
+from airflow_sora.sidecar import SIDECAR_SCHEMA as SIDECAR_SCHEMA
+from airflow_sora.sidecar import Sidecar, SourceFile
 from airflow_sora.state import STATE_DIR, utcnow
-from airflow_sora.storage import publish, read_bytes_or_none, size_or_none, write_atomic
+from airflow_sora.storage import list_sizes, publish, read_bytes_or_none, write_atomic
 
 CHUNK_SIZE = 1 << 20
 MAX_REDIRECTS = 5
-SIDECAR_SCHEMA = "airflow-provider-sora/provenance/v1"
-_POST_ID = re.compile(r"s_[0-9a-f]{32}")
 
 
 def looks_like_mp4(head: bytes) -> bool:
@@ -45,36 +45,20 @@ def looks_like_mp4(head: bytes) -> bool:
 
 def safe_object_name(post_id: str) -> str:
     """Object names come from service data: accept only the ``s_<32 hex>`` shape, so no key can escape."""
-    if not _POST_ID.fullmatch(post_id or ""):
+    if not is_post_id(post_id):
         raise ResultDownloadError(f"refusing to name an object after post id {post_id!r}: expected s_<32 hex>")
     return post_id
 
 
-def check_result_url(url: str, *, allow_private: bool,
-                     resolve: Callable[[str], list[str]] | None = None) -> None:
-    """Refuse non-https URLs and hosts resolving to private, loopback, link-local or reserved addresses."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise UnsafeResultUrlError(f"refusing to download {parts.scheme or 'scheme-less'} URL: only https")
-    if allow_private:
-        return
-    if parts.scheme != "https":
-        raise UnsafeResultUrlError(f"refusing to download over plain http from {parts.hostname}: only https")
-    for address in (resolve or _resolve)(parts.hostname):
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
-                or ip.is_unspecified):
-            raise UnsafeResultUrlError(
-                f"refusing to download from {parts.hostname}: it resolves to non-public address {ip} "
-                "(set allow_private_result_hosts on the connection only for a local sandbox)"
-            )
+def check_result_url(url: str, *, allow_private: bool, resolve: Resolver | None = None) -> None:
+    """Refuse non-https URLs and hosts with any address that is not globally routable.
 
-
-def _resolve(host: str) -> list[str]:
-    try:
-        return [str(info[4][0]) for info in socket.getaddrinfo(host, None)]
-    except socket.gaierror as error:
-        raise ResultDownloadError(f"cannot resolve result host {host}: {error}") from None
+    A standalone check: downloads check each connection's address in their transport instead, so the
+    address checked is the one connected to.
+    """
+    host = check_url_scheme(url, allow_private=allow_private)
+    if not allow_private:
+        resolve_checked(host, allow_private=False, resolve=resolve or system_resolve)
 
 
 @dataclass(frozen=True)
@@ -92,7 +76,10 @@ class LandedVideo:
 
 
 class ResultLander:
-    """Downloads results into ``output`` with verification; one instance serves many videos (thread-safe)."""
+    """Downloads results into ``output`` with verification; one instance serves many videos (thread-safe).
+
+    A ``client`` passed in must use ``netguard.PinnedTransport``: the address checks happen there.
+    """
 
     def __init__(self, output: ObjectStoragePath, *, allow_private_hosts: bool = False,
                  client: httpx.Client | None = None, chunk_size: int = CHUNK_SIZE,
@@ -103,6 +90,7 @@ class ResultLander:
         self.chunk_size = chunk_size
         self._client = client or httpx.Client(
             timeout=httpx.Timeout(read_timeout, connect=15.0), follow_redirects=False,
+            transport=PinnedTransport(allow_private=allow_private_hosts),
             headers={"User-Agent": user_agent()},
         )
 
@@ -115,31 +103,46 @@ class ResultLander:
     def sidecar_path(self, post_id: str) -> ObjectStoragePath:
         return self.output / f"{safe_object_name(post_id)}.json"
 
-    def existing(self, post_id: str, video_url: str) -> dict[str, Any] | None:
-        """The sidecar of an already landed copy of this video, if the object matches it."""
+    def listing(self) -> dict[str, int]:
+        """Name -> size of everything in the output folder: one listing answers "is it here?" for a batch."""
+        return list_sizes(self.output)
+
+    def read_sidecar(self, post_id: str) -> Sidecar | None:
+        """The sidecar of a landed copy of this video, if there is one and it is readable."""
         raw = read_bytes_or_none(self.sidecar_path(post_id))
-        if raw is None:
-            return None
-        try:
-            sidecar = json.loads(raw)
-        except ValueError:
-            return None
-        if sidecar.get("source_url") != video_url:
-            return None
-        if size_or_none(self.video_path(post_id)) != sidecar.get("size"):
-            return None
-        return dict(sidecar)
+        return Sidecar.parse(raw) if raw is not None else None
 
     def lease_path(self, post_id: str) -> ObjectStoragePath:
         return self.output / STATE_DIR / "_leases" / f"{safe_object_name(post_id)}.json"
 
     def land(self, result: RemovalResult, *, provenance: dict[str, Any], keep_source: bool = False,
-             refresh: Callable[[str], str] | None = None) -> LandedVideo:
+             refresh: Callable[[str], str] | None = None, lease_token: str | None = None) -> LandedVideo:
         """Download, verify and publish the video, then its sidecar, holding the video's lease throughout,
-        so two runs landing the same post id here never leave one's video beside the other's sidecar."""
+        so two runs landing the same post id here never leave one's video beside the other's sidecar.
+
+        ``lease_token``: the lease was already taken by this holder (its claim, before paying) under it.
+        """
         post_id = safe_object_name(result.post_id)
-        with LandingLease(self.lease_path(post_id), self.holder).held():
+        lease = LandingLease(self.lease_path(post_id), self.holder, token=lease_token)
+        with lease.held(acquired=lease_token is not None):
             return self._land(result, post_id, provenance=provenance, keep_source=keep_source, refresh=refresh)
+
+    def claim(self, post_id: str, *, ttl: float) -> tuple[str | None, dict[str, Any] | None]:
+        """Take the video's lease before paying for it: (our token, None), or (None, the live holder's lease).
+
+        The claim lasts ``ttl`` (the wait for the service plus the landing), so one run pays and the others
+        wait for its file; if the holder dies, the claim expires and another run may take over.
+        """
+        lease = LandingLease(self.lease_path(post_id), self.holder, ttl=ttl)
+        held_by = lease.try_acquire()
+        return (lease.token, None) if held_by is None else (None, held_by)
+
+    def read_claim(self, post_id: str) -> dict[str, Any] | None:
+        return LandingLease(self.lease_path(post_id), self.holder).read()
+
+    def unclaim(self, post_id: str, token: str) -> None:
+        """Give a claim up without landing (the video failed): others may try, within the service's verdict."""
+        LandingLease(self.lease_path(post_id), self.holder, token=token).release()
 
     def _land(self, result: RemovalResult, post_id: str, *, provenance: dict[str, Any], keep_source: bool,
               refresh: Callable[[str], str] | None) -> LandedVideo:
@@ -147,29 +150,25 @@ class ResultLander:
         source = None
         if keep_source and result.source_url:
             source = self.download(result.source_url, self.video_path(post_id, ".source"), refresh=refresh)
-        sidecar = {
-            "schema": SIDECAR_SCHEMA,
-            "source_url": result.video_url,
-            "post_id": post_id,
-            "service": result.service,
-            "task_id": result.task_id,
-            "prompt": result.prompt,
-            "thumbnail_url": result.thumbnail_url,
-            "file": str(video.uri).rsplit("/", 1)[-1],
-            "sha256": video.sha256,
-            "size": video.size,
-            "content_type": "video/mp4",
-            "watermarked_source": {"file": source.uri.rsplit("/", 1)[-1], "sha256": source.sha256,
-                                   "size": source.size} if source else None,
-            "ai_generated": True,
-            "generator": "OpenAI Sora",
-            "watermark_removed_by": result.service,
-            "landed_at": utcnow(),
-            "provider": f"airflow-provider-sora/{__version__}",
+        sidecar = Sidecar(
+            source_url=result.video_url,
+            post_id=post_id,
+            service=result.service,
+            task_id=result.task_id,
+            prompt=result.prompt,
+            thumbnail_url=result.thumbnail_url,
+            file=str(video.uri).rsplit("/", 1)[-1],
+            sha256=video.sha256,
+            size=video.size,
+            watermarked_source=SourceFile(file=source.uri.rsplit("/", 1)[-1], sha256=source.sha256,
+                                          size=source.size) if source else None,
+            watermark_removed_by=result.service,
+            landed_at=utcnow(),
+            provider=f"airflow-provider-sora/{__version__}",
             **provenance,
-        }
+        )
         sidecar_path = self.sidecar_path(post_id)
-        write_atomic(sidecar_path, json.dumps(sidecar, indent=2, default=str).encode())
+        write_atomic(sidecar_path, sidecar.to_json())
         return LandedVideo(video=video, sidecar_uri=str(sidecar_path), source=source)
 
     def download(self, url: str, target: ObjectStoragePath, *,
@@ -184,7 +183,7 @@ class ResultLander:
 
     def _download(self, url: str, target: ObjectStoragePath) -> LandedObject:
         for _ in range(MAX_REDIRECTS + 1):
-            check_result_url(url, allow_private=self.allow_private_hosts)
+            check_url_scheme(url, allow_private=self.allow_private_hosts)  # the address: per connection
             try:
                 with self._client.stream("GET", url) as response:
                     if response.is_redirect and "location" in response.headers:

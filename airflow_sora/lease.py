@@ -46,18 +46,20 @@ class LandingLease:
     """``with lease.held():`` runs its body while no other holder of the same lease path runs theirs."""
 
     def __init__(self, path: ObjectStoragePath, holder: str, *, ttl: float = LEASE_TTL,
-                 wait: float = LEASE_WAIT, poll: float = 0.2) -> None:
+                 wait: float = LEASE_WAIT, poll: float = 0.2, token: str | None = None) -> None:
         self.path = path
         self.holder = holder
         self.ttl = ttl
         self.wait = wait
         self.poll = poll
-        self.token = uuid.uuid4().hex
+        self.token = token or uuid.uuid4().hex  # given: a lease this holder already took (a claim)
         self._atomic = has_exclusive_create(path)  # the create's answer is final: no read-back needed
 
     @contextmanager
-    def held(self) -> Iterator[None]:
-        self.acquire()
+    def held(self, *, acquired: bool = False) -> Iterator[None]:
+        """``acquired``: this holder took the lease earlier (its claim before paying), under ``token``."""
+        if not acquired:
+            self.acquire()
         stop = threading.Event()
         renewer = threading.Thread(target=self._renew_until, args=(stop,), name="sora-lease", daemon=True)
         renewer.start()
@@ -70,9 +72,18 @@ class LandingLease:
 
     def acquire(self) -> None:
         deadline = time.monotonic() + self.wait
+        while (current := self.try_acquire()) is not None:
+            if time.monotonic() >= deadline:
+                raise LandingBusyError(
+                    f"{self.path.name}: another run ({current.get('holder')}) has been landing the same video "
+                    f"into this folder for over {self.wait:.0f} s; a retry lands it once that run is done")
+            time.sleep(self.poll)
+
+    def try_acquire(self) -> dict[str, Any] | None:
+        """Take the lease if it is free, expired or an earlier try's; otherwise return the live holder's."""
         while True:
             if create_exclusive(self.path, self._body()) and (self._atomic or self._mine(self.read())):
-                return
+                return None
             current = self.read()
             if current is None:
                 continue  # released between our create and our read: try again at once
@@ -81,11 +92,7 @@ class LandingLease:
                          "an earlier try" if current.get("holder") == self.holder else "expired")
                 self._delete_if(current)
                 continue
-            if time.monotonic() >= deadline:
-                raise LandingBusyError(
-                    f"{self.path.name}: another run ({current.get('holder')}) has been landing the same video "
-                    f"into this folder for over {self.wait:.0f} s; a retry lands it once that run is done")
-            time.sleep(self.poll)
+            return current
 
     def release(self) -> None:
         """Delete the lease only if it is still ours (a later try of the same task may have taken it over)."""

@@ -70,6 +70,7 @@ class Transition:
     target: Phase
     charge: int  # change to the number of paid creates this video has cost in this logical run
     persist: bool  # write the record before going on (False: cheap to learn again, e.g. by a free poll)
+    verdict: Literal["failed", "rejected"] | None = None  # the service's verdict, remembered by the folder
 
 
 TRANSITIONS: Mapping[Event, Transition] = {
@@ -77,12 +78,12 @@ TRANSITIONS: Mapping[Event, Transition] = {
     Event.TASK_CREATED: Transition(frozenset({Phase.INTENT}), Phase.SUBMITTED, 0, True),
     Event.RESULT_RETURNED: Transition(frozenset({Phase.INTENT}), Phase.FINISHED, 0, True),
     Event.ERROR_REPLY: Transition(frozenset({Phase.INTENT}), Phase.NOT_CREATED, -1, True),
-    Event.URL_REFUSED: Transition(frozenset({Phase.INTENT}), Phase.REJECTED, -1, True),
-    Event.CREATE_FAILED: Transition(frozenset({Phase.INTENT}), Phase.FAILED, 0, True),
+    Event.URL_REFUSED: Transition(frozenset({Phase.INTENT}), Phase.REJECTED, -1, True, "rejected"),
+    Event.CREATE_FAILED: Transition(frozenset({Phase.INTENT}), Phase.FAILED, 0, True, "failed"),
     Event.CREATE_FAILED_REFUNDED: Transition(frozenset({Phase.INTENT}), Phase.FAILED, -1, True),
     Event.NO_REPLY: Transition(frozenset({Phase.INTENT}), Phase.INTENT, 0, True),
     Event.TASK_SUCCEEDED: Transition(frozenset({Phase.SUBMITTED}), Phase.FINISHED, 0, False),
-    Event.TASK_FAILED: Transition(frozenset({Phase.SUBMITTED}), Phase.FAILED, 0, True),
+    Event.TASK_FAILED: Transition(frozenset({Phase.SUBMITTED}), Phase.FAILED, 0, True, "failed"),
     # The sidecar, written under the landing lease, is the durable record of a landing: no state write.
     Event.LANDED: Transition(frozenset({Phase.FINISHED}), Phase.LANDED, 0, False),
     Event.LANDING_FAILED: Transition(frozenset({Phase.FINISHED}), Phase.FINISHED, 0, False),
@@ -120,6 +121,7 @@ class Settled(str, Enum):
     SKIPPED = "skipped"
     FAILED = "failed"
     REJECTED = "rejected"
+    NOT_SUBMITTED = "not_submitted"  # a guard rail (the budget) kept this try from paying for it
 
 
 @dataclass(frozen=True)
@@ -137,16 +139,28 @@ class Policy:
     if_exists: IfExists = "skip"
     on_unknown_submit: OnUnknownSubmit = "fail"
     resubmit_failed: bool = False
+    retry_failed_after: float | None = 24 * 3600.0  # seconds; None: never automatically; 0: always
+    retry_rejected: bool = False
+
+
+@dataclass(frozen=True)
+class PastVerdict:
+    """What the output folder remembers the service said about a video in an earlier run."""
+
+    kind: Literal["failed", "rejected"]
+    age: float  # seconds since it was given
 
 
 def decide(phase: Phase | None, *, has_result: bool, landed_here: bool, policy: Policy,
-           error: str | None = None, landed_by_this_run: bool = False) -> Decision:
+           error: str | None = None, landed_by_this_run: bool = False,
+           past_verdict: PastVerdict | None = None) -> Decision:
     """What this try does with a video found in ``phase``.
 
     ``landed_here``: a video and sidecar for this post id are in the output folder. ``landed_by_this_run``:
     that sidecar says this logical run (dag, run, task, map index) landed it, so an earlier try finished the
     video after its last state write. ``has_result``: the record holds a result that can be landed without
-    asking the service again.
+    asking the service again. ``past_verdict``: the service failed or rejected this video in an earlier run
+    into the same folder.
     """
     if landed_here and landed_by_this_run and phase in (Phase.SUBMITTED, Phase.FINISHED, Phase.LANDED):
         return Decision(Action.SETTLE, Settled.LANDED)
@@ -168,12 +182,23 @@ def decide(phase: Phase | None, *, has_result: bool, landed_here: bool, policy: 
         return Decision(Action.SETTLE, Settled.FAILED, error)
     if phase is Phase.FAILED:
         return Decision(Action.SUBMIT, loud=True)
-    # Nothing paid in this run (new, or an error reply created nothing): ``if_exists`` decides.
-    if not landed_here or policy.if_exists == "overwrite":
-        return Decision(Action.SUBMIT)
-    if policy.if_exists == "skip":
+    # Nothing paid in this run (new, or an error reply created nothing): ``if_exists`` decides, then what the
+    # service said about this video in earlier runs.
+    if landed_here and policy.if_exists == "skip":
         return Decision(Action.SETTLE, Settled.SKIPPED)
-    return Decision(Action.SETTLE, Settled.FAILED, "exists")
+    if landed_here and policy.if_exists == "fail":
+        return Decision(Action.SETTLE, Settled.FAILED, "exists")
+    if past_verdict is not None and past_verdict.kind == "rejected" and not policy.retry_rejected:
+        return Decision(Action.SETTLE, Settled.FAILED, "verdict")
+    if past_verdict is not None and past_verdict.kind == "failed" and not _retry_due(past_verdict, policy):
+        return Decision(Action.SETTLE, Settled.FAILED, "verdict")
+    return Decision(Action.SUBMIT)
+
+
+def _retry_due(verdict: PastVerdict, policy: Policy) -> bool:
+    if policy.retry_failed_after is None:
+        return False
+    return verdict.age >= policy.retry_failed_after
 
 
 def unknown_create_message(url: str) -> str:

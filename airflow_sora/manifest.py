@@ -14,6 +14,7 @@ class VideoStatus(str, Enum):
     SKIPPED = "skipped"
     FAILED = "failed"
     REJECTED = "rejected"
+    NOT_SUBMITTED = "not_submitted"  # a guard rail (the budget) kept the run from paying for it
 
 
 class VideoOutcome(BaseModel):

@@ -32,11 +32,12 @@ class Counts:
     skipped: int = 0
     failed: int = 0
     rejected: int = 0
+    not_submitted: int = 0
     credits: float = 0.0
 
     @property
     def settled(self) -> int:
-        return self.landed + self.skipped + self.failed + self.rejected
+        return self.landed + self.skipped + self.failed + self.rejected + self.not_submitted
 
 
 def progress_line(stage: str, counts: Counts, seconds_left: float | None) -> str:
@@ -45,6 +46,8 @@ def progress_line(stage: str, counts: Counts, seconds_left: float | None) -> str
     if counts.skipped:
         parts.append(f"{counts.skipped} skipped")
     parts.append(f"{counts.failed + counts.rejected} failed")
+    if counts.not_submitted:
+        parts.append(f"{counts.not_submitted} not submitted")
     parts.append(f"{counts.submitted}/{n} submitted")
     parts.append(f"{counts.running} running")
     parts.append(f"{counts.finished}/{n} finished at the service")

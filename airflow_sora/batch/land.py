@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from airflow_sora import metrics
+from airflow_sora.batch.claims import Claims
 from airflow_sora.batch.ledger import Entry, Ledger
 from airflow_sora.batch.settings import BatchSettings
 from airflow_sora.exceptions import LandingError
@@ -24,8 +25,9 @@ log = logging.getLogger(__name__)
 
 class LandingPool:
     def __init__(self, ledger: Ledger, client: WatermarkService, lander: ResultLander,
-                 settings: BatchSettings) -> None:
+                 settings: BatchSettings, *, claims: Claims | None = None) -> None:
         self.ledger = ledger
+        self.claims = claims
         self.client = client
         self.lander = lander
         self.settings = settings
@@ -54,10 +56,12 @@ class LandingPool:
         started = time.monotonic()
         try:
             landed = self.lander.land(result, provenance=provenance, keep_source=self.settings.keep_source,
-                                      refresh=refresh)
+                                      refresh=refresh,
+                                      lease_token=self.claims.fresh_token(entry) if self.claims else None)
         except (LandingError, ServiceError) as error:
             log.warning("Landing %s failed: %s", entry.video.url, error)
             metrics.incr("errors.landing", service=self.client.service_name)
+            entry.claim_token = None  # the landing's lease (the claim) was released on the way out
             self.ledger.apply(post_id, Event.LANDING_FAILED)
             self.ledger.settle(post_id, Settled.FAILED, error=f"landing failed: {error}",
                                retryable=error.retryable)
@@ -67,4 +71,7 @@ class LandingPool:
         metrics.gauge("landing.throughput", landed.video.size / seconds / 1e6, service=self.client.service_name)
         self.ledger.apply(post_id, Event.LANDED, output_uri=landed.video.uri, sidecar_uri=landed.sidecar_uri,
                           sha256=landed.video.sha256, size=landed.video.size, error=None)
+        entry.claim_token = None  # the landing released it
+        if entry.had_verdict and self.ledger.verdicts is not None:
+            self.ledger.verdicts.forget(post_id)  # it landed after all: the old verdict no longer holds
         self.ledger.settle(post_id, Settled.LANDED)

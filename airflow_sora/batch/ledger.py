@@ -18,6 +18,7 @@ from airflow_sora.lifecycle import Event, Phase, Settled, transition
 from airflow_sora.manifest import VideoOutcome, VideoStatus
 from airflow_sora.progress import Counts
 from airflow_sora.state import VideoRecord, VideoStateStore
+from airflow_sora.verdicts import VerdictBook
 from airflow_sora.videos import VideoRef
 
 _FINISHED = (Phase.FINISHED, Phase.LANDED)
@@ -29,6 +30,10 @@ class Entry:
     record: VideoRecord | None = None  # None: nothing recorded for this video in this run yet
     outcome: VideoOutcome | None = None
     sent_at: float | None = field(default=None, repr=False)  # monotonic time of this try's create
+    claim_token: str | None = field(default=None, repr=False)  # this run holds the video's claim
+    claimed_at: float | None = None  # epoch seconds the claim was taken
+    claimed_by: dict[str, Any] | None = None  # another live run holds the claim: wait for its file
+    had_verdict: bool = False  # the folder remembered a verdict for it (forgotten once it lands)
 
     @property
     def phase(self) -> Phase | None:
@@ -39,12 +44,16 @@ class Ledger:
     """Thread-safe: creates and landings run in small thread pools."""
 
     def __init__(self, videos: Iterable[VideoRef], store: VideoStateStore, *, credits_per_video: float,
-                 pre_rejected: int = 0, on_change: Callable[[], None] | None = None) -> None:
+                 pre_rejected: int = 0, on_change: Callable[[], None] | None = None,
+                 verdicts: VerdictBook | None = None, max_credits: float | None = None) -> None:
         self.entries: dict[str, Entry] = {v.post_id: Entry(v) for v in videos}
         self.store = store
         self.credits_per_video = credits_per_video
         self.pre_rejected = pre_rejected
         self.on_change = on_change or (lambda: None)
+        self.verdicts = verdicts
+        self.max_credits = max_credits
+        self._reserved = 0  # creates about to be sent, counted against the budget before they are
         self._lock = threading.RLock()
 
     def __getitem__(self, post_id: str) -> Entry:
@@ -58,8 +67,13 @@ class Ledger:
             base = entry.record or self.store.new_record(entry.video)
             record = base.model_copy(update={"phase": rule.target, "creates": base.creates + rule.charge,
                                              **changes})
+            if event is Event.CREATE_SENT and self._reserved:
+                self._reserved -= 1  # the reservation becomes a counted create
         if rule.persist:
             record = self.store.save(record)
+        if rule.verdict is not None and self.verdicts is not None:
+            self.verdicts.record(post_id=post_id, video_url=entry.video.url, service=self.store.service,
+                                 kind=rule.verdict, reason=record.error or event.value, run=self.store.scope.as_dict())
         with self._lock:
             entry.record = record
             if event is Event.CREATE_SENT:
@@ -92,6 +106,23 @@ class Ledger:
         self.on_change()
         return outcome
 
+    def reserve_create(self) -> bool:
+        """Whether one more create fits in ``max_credits`` (this logical run's charges, retries included, and
+        creates whose outcome is unknown counted as charged); if so, it is reserved until sent."""
+        with self._lock:
+            if self.max_credits is None:
+                return True
+            creates = sum(e.record.creates for e in self.entries.values() if e.record) + self._reserved
+            if (creates + 1) * self.credits_per_video > self.max_credits + 1e-9:
+                return False
+            self._reserved += 1
+            return True
+
+    def budget_message(self) -> str:
+        charged = sum(self.credits_of(e) for e in self.entries.values())
+        return (f"not submitted: budget max_credits={self.max_credits:g} would be exceeded ({charged:g} charged "
+                f"by this run so far, {self.credits_per_video:g} per video); raise max_credits to pay for it")
+
     def reopen(self, post_id: str) -> None:
         """Forget this try's outcome for a video that gets another pass (a create to repeat)."""
         with self._lock:
@@ -123,6 +154,7 @@ class Ledger:
             skipped=settled.count(VideoStatus.SKIPPED),
             failed=settled.count(VideoStatus.FAILED),
             rejected=settled.count(VideoStatus.REJECTED) + self.pre_rejected,
+            not_submitted=settled.count(VideoStatus.NOT_SUBMITTED),
             credits=sum(self.credits_of(e) for e in entries),
         )
 
@@ -133,7 +165,8 @@ class Ledger:
             return {post_id: {"record": e.record.model_dump(mode="json", exclude_none=True, exclude={"scope"})
                               if e.record else None,
                               "outcome": e.outcome.model_dump(mode="json", exclude_none=True)
-                              if e.outcome else None}
+                              if e.outcome else None,
+                              "claim": [e.claim_token, e.claimed_at] if e.claim_token else None}
                     for post_id, e in self.entries.items()}
 
     def restore(self, snapshot: dict[str, Any]) -> None:
@@ -147,3 +180,5 @@ class Ledger:
                     entry.record = VideoRecord.model_validate({**saved["record"], "scope": scope})
                 if saved.get("outcome"):
                     entry.outcome = VideoOutcome.model_validate(saved["outcome"])
+                if saved.get("claim"):
+                    entry.claim_token, entry.claimed_at = saved["claim"]

@@ -16,6 +16,7 @@ from airflow_sora.landing import ResultLander
 from airflow_sora.lifecycle import Action, Event, Phase, Settled, decide, unknown_create_message
 from airflow_sora.sidecar import Sidecar
 from airflow_sora.state import StateRecordError
+from airflow_sora.verdicts import Verdict, VerdictBook
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +26,13 @@ _EXISTS_MATTERS = (None, Phase.NOT_CREATED, Phase.SUBMITTED, Phase.FINISHED, Pha
 
 
 class Planner:
-    def __init__(self, ledger: Ledger, lander: ResultLander, settings: BatchSettings) -> None:
+    def __init__(self, ledger: Ledger, lander: ResultLander, settings: BatchSettings,
+                 verdicts: VerdictBook | None = None) -> None:
         self.ledger = ledger
         self.lander = lander
         self.settings = settings
+        self.verdicts = verdicts
+        self._verdicts: dict[str, Verdict] = {}
 
     def plan(self) -> list[str]:
         """Settle what needs no new spending; return the post ids that need a (first or repeated) create."""
@@ -43,6 +47,9 @@ class Planner:
                 entry.record = found
         open_entries = [e for e in entries if e.outcome is None]
         landed = self._landed_copies(open_entries)
+        if self.verdicts is not None:  # one listing; only videos with nothing paid in this run can be held back
+            unpaid = [e.video.post_id for e in open_entries if e.phase in (None, Phase.NOT_CREATED)]
+            self._verdicts = self.verdicts.load(unpaid) if unpaid else {}
         to_submit: list[str] = []
         for entry in open_entries:
             if self._act(entry, landed.get(entry.video.post_id)):
@@ -52,10 +59,13 @@ class Planner:
     def _act(self, entry: Entry, sidecar: Sidecar | None) -> bool:
         """Carry out the decision for one video; True means it needs a create."""
         post_id, record = entry.video.post_id, entry.record
+        verdict = self._verdicts.get(post_id)
+        entry.had_verdict = verdict is not None
         decision = decide(entry.phase, has_result=bool(record and record.result),
                           landed_here=sidecar is not None, policy=self.settings.policy,
                           error=record.error if record else None,
-                          landed_by_this_run=sidecar is not None and self._landed_by_this_run(sidecar))
+                          landed_by_this_run=sidecar is not None and self._landed_by_this_run(sidecar),
+                          past_verdict=verdict.past() if verdict is not None else None)
         if decision.action is Action.SUBMIT:
             if decision.loud:
                 log.warning("RESUBMITTING %s (a new charge): its earlier create %s, and %s asked for it",
@@ -86,6 +96,9 @@ class Planner:
                                sha256=sidecar.sha256, task_id=sidecar.task_id)
         elif reason == "unknown":
             self.ledger.settle(post_id, status, error=unknown_create_message(entry.video.url))
+        elif reason == "verdict" and post_id in self._verdicts:
+            self.ledger.settle(post_id, status, error=self._verdicts[post_id].explain(
+                retry_failed_after=self.settings.retry_failed_after))
         elif reason == "exists":
             self.ledger.settle(post_id, status, error=f"{self.lander.video_path(post_id)} already exists "
                                "(if_exists='fail'); use 'skip' or 'overwrite'")

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from airflow_sora.batch.claims import Claims
 from airflow_sora.batch.land import LandingPool
 from airflow_sora.batch.ledger import Ledger
 from airflow_sora.batch.plan import Planner
@@ -27,6 +28,7 @@ from airflow_sora.services.base import WatermarkService
 from airflow_sora.services.errors import ServiceError
 from airflow_sora.services.models import TaskStatus
 from airflow_sora.state import VideoStateStore
+from airflow_sora.verdicts import VerdictBook
 from airflow_sora.videos import VideoRef
 
 log = logging.getLogger(__name__)
@@ -42,10 +44,15 @@ class BatchRun:
         self.settings = settings
         self.stage = "planning"
         self.progress = progress or ProgressReporter(log)
+        self.verdicts = VerdictBook(lander.output)
         self.ledger = Ledger(videos, store, credits_per_video=client.credits_per_video,
-                             pre_rejected=pre_rejected, on_change=self._changed)
-        self.submitter = Submitter(self.ledger, client, settings, on_submitted=on_submitted)
-        self.landing = LandingPool(self.ledger, client, lander, settings)
+                             pre_rejected=pre_rejected, on_change=self._changed, verdicts=self.verdicts,
+                             max_credits=settings.max_credits)
+        self.claims = (Claims(self.ledger, lander, self.verdicts, ttl=settings.claim_ttl, wait=settings.claim_wait,
+                              retry_failed_after=settings.retry_failed_after)
+                       if settings.if_exists == "skip" else None)  # "overwrite" pays, as it says
+        self.submitter = Submitter(self.ledger, client, settings, on_submitted=on_submitted, claims=self.claims)
+        self.landing = LandingPool(self.ledger, client, lander, settings, claims=self.claims)
 
     @property
     def account_error(self) -> ServiceError | None:
@@ -60,7 +67,7 @@ class BatchRun:
 
     # the parts, in order --------------------------------------------------------------------------
     def plan_and_submit(self) -> None:
-        to_submit = Planner(self.ledger, self.lander, self.settings).plan()
+        to_submit = Planner(self.ledger, self.lander, self.settings, self.verdicts).plan()
         self._enter("submitting" if to_submit else "waiting")
         self.submitter.submit_all(to_submit)
         self._enter("waiting")
@@ -81,6 +88,8 @@ class BatchRun:
         """Land what finished; every other video gets its reason. One outcome per video, in input order."""
         self._enter("landing")
         self.landing.land_finished()
+        if self.claims is not None:  # after landing our own, so two runs waiting on each other never stall
+            self.claims.await_others()
         for entry in self.ledger.unsettled(Phase.SUBMITTED):
             reason = wait_error or "still running at the deadline"
             task_id = entry.record.task_id if entry.record else None
@@ -92,6 +101,8 @@ class BatchRun:
                 reason = entry.record.error if entry.record and entry.record.error else "no create was sent"
                 self.ledger.settle(entry.video.post_id, Settled.FAILED, retryable=True,
                                    error=f"not submitted in this try ({reason}); a retry submits it")
+        if self.claims is not None:
+            self.claims.release_unlanded()
         self._enter("done")
         return self.ledger.outcomes()
 

@@ -22,10 +22,16 @@ class BatchSettings:
     submit_passes: int = 3  # passes over creates that got a transient error reply (nothing was created)
     submit_pass_delay: float = 2.0
     plan_concurrency: int = 8  # sidecar reads in flight while planning
+    max_credits: float | None = None  # budget for this logical run of the task, retries included
+    retry_failed_after: float | None = 24 * 3600.0  # seconds before a video the service failed is paid again
+    retry_rejected: bool = False  # pay again for a video the service refused as invalid in an earlier run
+    claim_wait: float = 600.0  # how long to wait for another run paying for the same video into this folder
+    claim_ttl: float = 900.0 + 240.0  # how long a claim lasts: the wait for the service plus the landing
     poll_schedule: PollSchedule = field(default_factory=PollSchedule)
     provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def policy(self) -> Policy:
         return Policy(if_exists=self.if_exists, on_unknown_submit=self.on_unknown_submit,
-                      resubmit_failed=self.resubmit_failed)
+                      resubmit_failed=self.resubmit_failed, retry_failed_after=self.retry_failed_after,
+                      retry_rejected=self.retry_rejected)

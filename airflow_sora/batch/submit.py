@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
+from airflow_sora.batch.claims import Claims
 from airflow_sora.batch.ledger import Ledger
 from airflow_sora.batch.settings import BatchSettings
 from airflow_sora.batch.wait import record_status
@@ -38,8 +39,9 @@ _Running = deque[tuple[str, str]]  # (post id, task id) running at the service, 
 
 class Submitter:
     def __init__(self, ledger: Ledger, client: WatermarkService, settings: BatchSettings, *,
-                 on_submitted: Callable[[str], None] | None = None) -> None:
+                 on_submitted: Callable[[str], None] | None = None, claims: Claims | None = None) -> None:
         self.ledger = ledger
+        self.claims = claims
         self.client = client
         self.settings = settings
         self.on_submitted = on_submitted or (lambda task_id: None)
@@ -129,9 +131,15 @@ class Submitter:
 
     def submit(self, post_id: str) -> str | None:
         """Create the remote work for one video; returns the task id to wait for, if any."""
-        url = self.ledger[post_id].video.url
+        entry = self.ledger[post_id]
+        url = entry.video.url
+        if self.claims is not None and not self.claims.claim(entry):
+            return None  # another run is paying for it: wait for its file later
         attempts = 2 if self.settings.on_unknown_submit == "resubmit" else 1
         for attempt in range(attempts):
+            if not self.ledger.reserve_create():
+                self.ledger.settle(post_id, Settled.NOT_SUBMITTED, error=self.ledger.budget_message())
+                return None
             self.ledger.apply(post_id, Event.CREATE_SENT, error=None, task_id=None, result=None)
             try:
                 submission = self.client.submit(url, callback_url=self.settings.callback_url)

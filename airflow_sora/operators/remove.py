@@ -4,40 +4,32 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import timedelta
 from typing import Any
 
 from airflow.configuration import conf
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
-from airflow_sora._compat import AirflowException, AirflowFailException
 from airflow_sora.batch import BatchRun, BatchSettings, IfExists, OnUnknownSubmit
+from airflow_sora.batch.report import balance_after, emit_metrics, judge, write_closing_lines
+from airflow_sora.exceptions import SoraFailedError
 from airflow_sora.hooks import hook_for_connection
 from airflow_sora.landing import ResultLander
+from airflow_sora.lease import LEASE_TTL
+from airflow_sora.lineage import asset_for_output, input_datasets, output_dataset
 from airflow_sora.links import KieTaskLink
 from airflow_sora.manifest import Manifest, VideoOutcome, VideoStatus
 from airflow_sora.polling import PollSchedule
+from airflow_sora.progress import ProgressReporter
 from airflow_sora.services.base import WatermarkService
-from airflow_sora.services.errors import InvalidVideoUrlError
-from airflow_sora.services.models import TaskStatus
-from airflow_sora.services.urls import validate_video_url
 from airflow_sora.state import RunScope, VideoStateStore
-from airflow_sora.storage import is_local, protocol_of
-from airflow_sora.triggers.kie import KieTaskTrigger
+from airflow_sora.triggers.kie import KieTaskTrigger, KieWaitEvent
+from airflow_sora.videos import VideoList, parse_video_list
 
 MANIFEST_KEY = "manifest"
 TASK_IDS_KEY = "kie_task_ids"
-SUBMIT_SECONDS_KEY = "submit_seconds"
-
-
-def asset_for_output(output_path: str) -> Asset | None:
-    """The Asset downstream DAGs can schedule on: the output prefix without any connection id."""
-    if "{{" in output_path or "{%" in output_path:
-        return None
-    path = ObjectStoragePath(output_path)
-    protocol = "file" if is_local(path) else protocol_of(path)
-    return Asset(uri=f"{protocol}://{str(path.path).rstrip('/')}/")
+SNAPSHOT_KEY = "ledger_before_deferral"
 
 
 class SoraWatermarkRemoverOperator(BaseOperator):
@@ -60,6 +52,15 @@ class SoraWatermarkRemoverOperator(BaseOperator):
     :param landing_concurrency: downloads in flight at once.
     :param max_active_submissions: at most this many of the task's videos running at the service at once
         (Kie runs about 100 per account); creates are also paced at the connection's rate limit.
+    :param max_credits: the most this logical run of the task (retries included) may be charged; a create
+        that could take it past is never sent (one with an unknown outcome counts as charged), and its video is
+        reported ``not_submitted``. None: no budget.
+    :param retry_failed_after: a video the service failed in an earlier run into the same folder is not paid
+        for again until this long after (seconds or a timedelta; default 24 hours; None: never automatically;
+        0: always). Refunded attempts are not remembered.
+    :param retry_rejected: pay again for a video the service refused as invalid in an earlier run.
+    :param claim_wait: with ``if_exists="skip"``, another run paying for the same video into the same folder is
+        waited for this many seconds (its file is then reported ``skipped``) instead of paying twice.
     :param wait_before_defer: seconds to keep polling in the worker after the last create before deferring
         (default 0: defer at once). Tasks take about 2 s, and a deferral round trip (triggerer, scheduler, a
         new worker process) costs more than that, so one-video tasks (mapped mode) do well with about 3 s.
@@ -89,6 +90,10 @@ class SoraWatermarkRemoverOperator(BaseOperator):
         landing_concurrency: int = 8,
         max_active_submissions: int = 100,
         wait_before_defer: float = 0.0,
+        max_credits: float | None = None,
+        retry_failed_after: float | timedelta | None = timedelta(hours=24),
+        retry_rejected: bool = False,
+        claim_wait: float = 600.0,
         **kwargs: Any,
     ) -> None:
         if if_exists not in ("skip", "overwrite", "fail"):
@@ -116,72 +121,77 @@ class SoraWatermarkRemoverOperator(BaseOperator):
         self.landing_concurrency = landing_concurrency
         self.max_active_submissions = max_active_submissions
         self.wait_before_defer = wait_before_defer
+        if max_credits is not None and max_credits < 0:
+            raise ValueError(f"max_credits must be >= 0 or None, got {max_credits!r}")
+        self.max_credits = max_credits
+        self.retry_failed_after = (retry_failed_after.total_seconds() if isinstance(retry_failed_after, timedelta)
+                                   else retry_failed_after)
+        self.retry_rejected = retry_rejected
+        self.claim_wait = claim_wait
 
     # entry points ---------------------------------------------------------------------------------
     def execute(self, context: Any) -> dict[str, Any]:
-        urls, rejected = self._validated_urls()
+        videos = self._videos()
         started = time.monotonic()
-        with self._batch(context) as batch:
-            to_submit = batch.plan(urls)
-            batch.submit_all(to_submit)
-            submit_seconds = time.monotonic() - started
-            known, waiting = batch.task_ids(urls)
+        with self._batch(context, videos) as batch, batch.ticking():
+            batch.plan_and_submit()
+            known = [e.record.task_id for e in batch.ledger.entries.values() if e.record and e.record.task_id]
             if known:
                 context["ti"].xcom_push(key=TASK_IDS_KEY, value=known)
-            statuses: dict[str, TaskStatus] = {}
-            if waiting and self.deferrable and self.wait_before_defer > 0:
-                statuses = batch.poll_until_done(waiting, time.time() + self.wait_before_defer, self._schedule())
-                batch.keep_finished(urls, statuses)
-                waiting = [task_id for task_id in waiting if not statuses[task_id].terminal]
+            if self.deferrable and self.wait_before_defer > 0:
+                batch.wait_in_worker(time.time() + self.wait_before_defer)
+            waiting = batch.waiting_task_ids()
             if waiting and self.deferrable:
-                # XCom survives a deferral within one try (``airflow dags test`` drops defer kwargs).
-                context["ti"].xcom_push(key=SUBMIT_SECONDS_KEY, value=round(submit_seconds, 3))
-                self.defer(
-                    trigger=KieTaskTrigger(task_ids=waiting, conn_id=self.conn_id,
-                                           deadline=time.time() + self.timeout,
-                                           poll_schedule=self._schedule().as_dict()),
-                    method_name="execute_complete",
-                    timeout=timedelta(seconds=self.timeout + 120),
-                )
-            if waiting:
-                statuses = batch.poll_until_done(waiting, time.time() + self.timeout, self._schedule())
-            outcomes = batch.finish(urls, statuses)
-            return self._report(context, batch, urls, rejected, outcomes, worker_seconds=time.monotonic() - started)
+                self._defer_to_trigger(context, batch, waiting, worker_seconds=time.monotonic() - started)
+            outcome = batch.wait_in_worker(time.time() + self.timeout)
+            wait_error = outcome.message if outcome is not None and outcome.status != "success" else None
+            batch.land_and_settle(wait_error=wait_error)
+            return self._report(context, batch, videos, worker_seconds=time.monotonic() - started)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
-        """Resume after the trigger: land what finished, from the durable records and the event."""
+        """Resume after the trigger: land what finished, from the ledger saved before deferral and the event."""
+        wait = KieWaitEvent.from_payload(event)
         started = time.monotonic()
         ti = context["ti"]
-        worker_seconds = float(ti.xcom_pull(task_ids=ti.task_id, key=SUBMIT_SECONDS_KEY,
-                                            map_indexes=getattr(ti, "map_index", None)) or 0.0)
-        urls, rejected = self._validated_urls()
-        statuses = {task_id: TaskStatus.model_validate(s) for task_id, s in (event.get("tasks") or {}).items()}
-        wait_error = None if event.get("status") == "success" else str(event.get("message"))
+        saved = ti.xcom_pull(task_ids=ti.task_id, key=SNAPSHOT_KEY, map_indexes=getattr(ti, "map_index", None))
+        videos = self._videos()
+        wait_error = None if wait.status == "success" else wait.message
         if wait_error:
-            self.log.warning("Waiting for Kie ended with %s: %s", event.get("status"), wait_error)
-        with self._batch(context) as batch:
-            batch.plan(urls)  # settles landed/failed/rejected videos; nothing is submitted on resume
-            outcomes = batch.finish(urls, statuses, wait_error=wait_error)
-            return self._report(context, batch, urls, rejected, outcomes,
-                                worker_seconds=worker_seconds + time.monotonic() - started)
+            self.log.warning("Waiting for Kie ended with %s: %s", wait.status, wait_error)
+        with self._batch(context, videos) as batch, batch.ticking():
+            if saved:  # XCom survives a deferral within one try (``airflow dags test`` drops defer kwargs)
+                batch.restore(saved["ledger"])
+            else:  # written by an older release: plan from the durable records instead
+                batch.plan_and_submit()
+            batch.take_statuses(wait.tasks)
+            batch.land_and_settle(wait_error=wait_error)
+            worker_seconds = float(saved.get("worker_seconds", 0.0)) if saved else 0.0
+            return self._report(context, batch, videos, worker_seconds=worker_seconds + time.monotonic() - started)
 
     # pieces ---------------------------------------------------------------------------------------
-    def _validated_urls(self) -> tuple[list[str], list[VideoOutcome]]:
-        """De-duplicate (order kept) and validate every URL before anything is spent."""
-        raw = _as_list(self.video_url)
-        urls: list[str] = []
-        rejected: list[VideoOutcome] = []
-        for url in dict.fromkeys(str(u) if not isinstance(u, str) else u for u in raw):
-            try:
-                urls.append(validate_video_url(url))
-            except InvalidVideoUrlError as error:
-                rejected.append(VideoOutcome(video_url=url, status=VideoStatus.REJECTED, error=str(error)))
-        if not urls:
-            reasons = "; ".join(o.error or "" for o in rejected) or "the list is empty"
-            raise AirflowFailException(f"No valid Sora video URL to process, nothing was spent: {reasons}")
-        for outcome in rejected:
-            self.log.warning("Rejected before any call: %s", outcome.error)
-        return urls, rejected
+    def _videos(self) -> VideoList:
+        """Parse and validate every URL once, before anything is spent; variants of one post are one video."""
+        videos = parse_video_list(_as_list(self.video_url))
+        if not videos.videos:
+            reasons = "; ".join(r.error for r in videos.rejected) or "the list is empty"
+            raise SoraFailedError(f"No valid Sora video URL to process, nothing was spent: {reasons}")
+        for rejected in videos.rejected:
+            self.log.warning("Rejected before any call: %s", rejected.error)
+        return videos
+
+    def _defer_to_trigger(self, context: Any, batch: BatchRun, waiting: list[str], *, worker_seconds: float
+                          ) -> None:
+        counts = batch.counts()
+        context["ti"].xcom_push(key=SNAPSHOT_KEY, value={"ledger": batch.snapshot(),
+                                                         "worker_seconds": round(worker_seconds, 3)})
+        self.log.info("Deferring: %d Kie task(s) to wait for in the triggerer", len(waiting))
+        self.defer(
+            trigger=KieTaskTrigger(task_ids=waiting, conn_id=self.conn_id, deadline=time.time() + self.timeout,
+                                   poll_schedule=self._schedule().as_dict(),
+                                   progress={k: v for k, v in asdict(counts).items() if k != "running"}),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout + 120),
+        )
 
     def _schedule(self) -> PollSchedule:
         return PollSchedule(first_poll_after=min(PollSchedule.first_poll_after, self.poll_interval),
@@ -194,33 +204,24 @@ class SoraWatermarkRemoverOperator(BaseOperator):
             config = replace(config, upload_method=self.upload_method)
         return hook.client_class(config)
 
-    def _batch(self, context: Any) -> _BatchContext:
-        return _BatchContext(self, context)
+    def _batch(self, context: Any, videos: VideoList) -> _BatchContext:
+        return _BatchContext(self, context, videos)
 
-    def _report(self, context: Any, batch: BatchRun, urls: list[str], rejected: list[VideoOutcome],
-                outcomes: list[VideoOutcome], *, worker_seconds: float) -> dict[str, Any]:
+    def _report(self, context: Any, batch: BatchRun, videos: VideoList, *, worker_seconds: float
+                ) -> dict[str, Any]:
+        rejected = [VideoOutcome(video_url=r.url, status=VideoStatus.REJECTED, error=r.error)
+                    for r in videos.rejected]
         manifest = Manifest(service=batch.client.service_name, output_path=str(batch.lander.output),
-                            videos=rejected + outcomes, worker_seconds=round(worker_seconds, 3))
-        result = manifest.to_xcom()
-        counts = manifest.counts
-        self.log.info("Sora watermark removal: %s; %s credits charged", counts, result["credits_charged"])
-        for video in manifest.videos:
-            if video.status in (VideoStatus.FAILED, VideoStatus.REJECTED):
-                self.log.warning("%s %s: %s", video.status.value, video.video_url, video.error)
-        if batch.account_error is not None:
+                            videos=rejected + batch.ledger.outcomes(), worker_seconds=round(worker_seconds, 3),
+                            balance_after=balance_after(batch.client))
+        verdict = judge(manifest, account_error=batch.account_error, fail_on_error=self.fail_on_error)
+        emit_metrics(manifest)
+        write_closing_lines(verdict, self.log)
+        result = verdict.xcom()
+        if verdict.error is not None:
             context["ti"].xcom_push(key=MANIFEST_KEY, value=result)
-            raise AirflowFailException(f"{batch.account_error}. Manifest: {counts}")
-        if any(v.retryable for v in manifest.videos):
-            context["ti"].xcom_push(key=MANIFEST_KEY, value=result)
-            raise AirflowException(
-                f"{sum(v.retryable for v in manifest.videos)} video(s) can still finish on a retry at no new "
-                f"cost; raising so Airflow retries. Manifest: {counts}"
-            )
+            raise verdict.error
         self._annotate_outlets(context, result)
-        if self.fail_on_error and (counts["failed"] or counts["rejected"]):
-            context["ti"].xcom_push(key=MANIFEST_KEY, value=result)
-            raise AirflowFailException(f"{counts['failed']} failed and {counts['rejected']} rejected video(s) "
-                                       f"(fail_on_error=True). Manifest: {counts}")
         return result
 
     def _annotate_outlets(self, context: Any, result: dict[str, Any]) -> None:
@@ -234,18 +235,12 @@ class SoraWatermarkRemoverOperator(BaseOperator):
                                         "service": result["service"]}
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """Inputs: the Sora posts; output: the landing prefix. Needs the ``openlineage`` extra."""
-        from airflow.providers.common.compat.openlineage.facet import Dataset
+        """Inputs: the Sora posts; output: the landing prefix, named as its store's provider names it.
+        Needs the ``openlineage`` extra."""
         from airflow.providers.openlineage.extractors import OperatorLineage
 
         urls = [self.video_url] if isinstance(self.video_url, str) else list(self.video_url)
-        output = ObjectStoragePath(self.output_path)
-        protocol = protocol_of(output)
-        return OperatorLineage(
-            inputs=[Dataset(namespace="https://sora.chatgpt.com", name=u.split("sora.chatgpt.com", 1)[-1])
-                    for u in urls],
-            outputs=[Dataset(namespace=f"{protocol or 'file'}://", name=str(output.path))],
-        )
+        return OperatorLineage(inputs=input_datasets(urls), outputs=[output_dataset(self.output_path)])
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -267,9 +262,10 @@ def _as_list(value: Any) -> list[Any]:
 class _BatchContext:
     """Builds a ``BatchRun`` for this try and closes its clients afterwards."""
 
-    def __init__(self, operator: SoraWatermarkRemoverOperator, context: Any) -> None:
+    def __init__(self, operator: SoraWatermarkRemoverOperator, context: Any, videos: VideoList) -> None:
         self.operator = operator
         self.context = context
+        self.videos = videos
 
     def __enter__(self) -> BatchRun:
         op, ti = self.operator, self.context["ti"]
@@ -291,11 +287,15 @@ class _BatchContext:
             if_exists=op.if_exists, keep_source=op.keep_source, on_unknown_submit=op.on_unknown_submit,
             resubmit_failed=op.resubmit_failed, callback_url=op.callback_url,
             landing_concurrency=op.landing_concurrency, max_active_submissions=op.max_active_submissions,
-            poll_schedule=op._schedule(),
+            poll_schedule=op._schedule(), max_credits=op.max_credits,
+            retry_failed_after=op.retry_failed_after, retry_rejected=op.retry_rejected,
+            claim_wait=op.claim_wait, claim_ttl=op.timeout + 2 * LEASE_TTL,
             provenance={"airflow": {**scope.as_dict(), "try_number": getattr(ti, "try_number", None)}},
         )
-        return BatchRun(self.client, VideoStateStore(output, scope), self.lander, settings,
-                        on_submitted=on_submitted)
+        store = VideoStateStore(output, scope, service=self.client.service_name, conn_id=op.conn_id)
+        return BatchRun(self.client, store, self.lander, settings, self.videos.videos,
+                        pre_rejected=len(self.videos.rejected), on_submitted=on_submitted,
+                        progress=ProgressReporter(op.log))
 
     def __exit__(self, *exc: Any) -> None:
         self.client.close()

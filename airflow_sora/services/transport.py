@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
+from airflow_sora import metrics
 from airflow_sora.ratelimit import TokenBucket
 from airflow_sora.services.envelope import Reply
 from airflow_sora.services.errors import (
@@ -135,6 +136,24 @@ def _pause_on_rate_limit(limiter: TokenBucket | None, op: Operation[Any], error:
         limiter.on_throttle(delay)
 
 
+def error_kind(error: ServiceError) -> str:
+    """The ``sora.errors.<kind>`` a failed call counts under."""
+    if isinstance(error, RateLimitedError):
+        return "rate_limited"
+    if isinstance(error, ServiceUnavailableError):
+        return "unavailable"
+    if isinstance(error, SubmitOutcomeUnknownError):
+        return "no_reply"
+    return "protocol" if error.retryable else "permanent"
+
+
+def count_error(service: str, op: Operation[Any], error: ServiceError) -> None:
+    """Every failed call is counted; a 429 on a paid create also as a create the rate limit rejected."""
+    metrics.incr(f"errors.{error_kind(error)}", service=service)
+    if op.paid and isinstance(error, RateLimitedError):
+        metrics.incr("creates.rate_limited", service=service)
+
+
 def _to_reply(response: httpx.Response) -> Reply:
     return Reply(status_code=response.status_code, headers=dict(response.headers), content=response.content)
 
@@ -179,6 +198,7 @@ class SyncTransport:
             except ServiceError as error:
                 delay = tracker.next_delay(error)
                 _pause_on_rate_limit(self.limiter, op, error, delay)
+                count_error(self.service, op, error)
             self._sleep(delay)
 
     def _send(self, op: Operation[Any]) -> Reply:
@@ -220,6 +240,7 @@ class AsyncTransport:
             except ServiceError as error:
                 delay = tracker.next_delay(error)
                 _pause_on_rate_limit(self.limiter, op, error, delay)
+                count_error(self.service, op, error)
             await asyncio.sleep(delay)
 
     async def _send(self, op: Operation[Any]) -> Reply:

@@ -76,7 +76,7 @@ def statsd_listener() -> Iterator[tuple[int, list[str]]]:
         while not stop.is_set():
             try:
                 data = sock.recv(65535)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             received.extend(data.decode(errors="replace").splitlines())
 

@@ -57,7 +57,8 @@ class TestKie:
         assert result.error is None and result.deferred
         assert result.events[0]["status"] == "success"
         manifest = result.value
-        assert manifest["counts"] == {"landed": 1, "skipped": 0, "failed": 0, "rejected": 0, "total": 1}
+        assert manifest["counts"] == {"landed": 1, "skipped": 0, "failed": 0, "rejected": 0,
+                                      "not_submitted": 0, "total": 1}
         (video,) = manifest["videos"]
         sidecar = assert_landed(output, VIDEO_URLS[0], "kie")
         assert video["sha256"] == sidecar["sha256"] and video["task_id"] == sidecar["task_id"]
@@ -111,7 +112,11 @@ class TestKie:
         strict = run_try(operator(local_output(tmp_path), VIDEO_URLS[:3]),
                          TaskInstanceStandIn(run_id="second"))
         assert isinstance(strict.error, AirflowFailException)
-        assert charges_by_video(sandbox_connections)[VIDEO_URLS[1]] == 2  # one per logical run
+        assert charges_by_video(sandbox_connections)[VIDEO_URLS[1]] == 1  # the folder remembers the verdict
+        again = run_try(operator(local_output(tmp_path), VIDEO_URLS[:3], retry_failed_after=0),
+                        TaskInstanceStandIn(run_id="third"))
+        assert isinstance(again.error, AirflowFailException)
+        assert charges_by_video(sandbox_connections)[VIDEO_URLS[1]] == 2  # asked to retry it now
 
     def test_expired_result_link_is_refreshed(self, sandbox_connections: SandboxServer, tmp_path: Path) -> None:
         sandbox_connections.set_faults(expire_links={"count": 1})

@@ -63,7 +63,8 @@ def test_url_variants_of_one_post_are_one_video(sandbox_connections: SandboxServ
     variants = [post, post + "?psh=abc", post + "#x", post + "?utm_source=share&psh=zz"]
     result = run_try(operator(f"file://{tmp_path}/clean/", variants, deferrable=True))
     assert result.error is None, result.error
-    assert result.value["counts"] == {"landed": 1, "skipped": 0, "failed": 0, "rejected": 0, "total": 1}
+    assert result.value["counts"] == {"landed": 1, "skipped": 0, "failed": 0, "rejected": 0,
+                                      "not_submitted": 0, "total": 1}
     (video,) = result.value["videos"]
     assert video["video_url"] == post and video["variants"] == variants[1:]
     assert sandbox_connections.summary()["charges_by_video"] == {post: 1}

@@ -1,0 +1,92 @@
+"""The output folder's memory of what the service said about a video, across runs.
+
+A daily DAG whose list holds a video the service fails (a draft, a removed post) would otherwise pay for it
+every day. When the service fails a paid attempt or refuses a URL as invalid, the verdict is written to
+``<output>/_state/_verdicts/<post_id>.json``; later runs into the same folder read it (one listing, then only
+the verdicts that exist) and ``lifecycle.decide`` holds the video back: a failure for ``retry_failed_after``,
+a rejection until asked. Attempts that cost nothing (a refunded failure) leave no verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+from airflow.sdk import ObjectStoragePath
+from pydantic import BaseModel, ValidationError
+
+from airflow_sora.lifecycle import PastVerdict
+from airflow_sora.state import STATE_DIR, utcnow
+from airflow_sora.storage import delete_if_present, list_sizes, read_bytes_or_none, write_atomic
+
+log = logging.getLogger(__name__)
+
+VERDICTS_DIR = "_verdicts"
+READ_CONCURRENCY = 8
+
+
+class Verdict(BaseModel):
+    schema_version: int = 1
+    post_id: str
+    video_url: str
+    service: str
+    kind: Literal["failed", "rejected"]
+    reason: str
+    at: str
+    run: dict[str, Any]  # dag_id, run_id, task_id, map_index of the run that was told
+
+    def past(self, now: datetime | None = None) -> PastVerdict:
+        given = datetime.fromisoformat(self.at)
+        return PastVerdict(self.kind, ((now or datetime.now(timezone.utc)) - given).total_seconds())
+
+    def explain(self, *, retry_failed_after: float | None) -> str:
+        """Why the video is not paid for again, and how to force it."""
+        told = (f"the service {'rejected it as invalid' if self.kind == 'rejected' else 'failed it'} in run "
+                f"{self.run.get('run_id')} of {self.run.get('dag_id')} at {self.at}: {self.reason}")
+        if self.kind == "rejected":
+            return f"{told}. Not resubmitted automatically: set retry_rejected=True to pay for a new attempt"
+        if retry_failed_after is None:
+            return f"{told}. Not paid for again automatically (retry_failed_after=None): set retry_failed_after=0"
+        until = datetime.fromisoformat(self.at) + timedelta(seconds=retry_failed_after)
+        return (f"{told}. Not paid for again before {until.isoformat(timespec='seconds')} "
+                f"(retry_failed_after={retry_failed_after:g} s): set retry_failed_after=0 to retry now")
+
+
+class VerdictBook:
+    """Reads and writes the verdicts of one output folder."""
+
+    def __init__(self, output: ObjectStoragePath) -> None:
+        self.root = output / STATE_DIR / VERDICTS_DIR
+
+    def load(self, post_ids: Iterable[str]) -> dict[str, Verdict]:
+        names = list_sizes(self.root)
+        present = [p for p in post_ids if f"{p}.json" in names]
+        if not present:
+            return {}
+        with ThreadPoolExecutor(READ_CONCURRENCY, thread_name_prefix="sora-verdicts") as pool:
+            raws = dict(zip(present, pool.map(lambda p: read_bytes_or_none(self.root / f"{p}.json"), present),
+                            strict=True))
+        verdicts: dict[str, Verdict] = {}
+        for post_id, raw in raws.items():
+            try:
+                verdict = Verdict.model_validate_json(raw) if raw is not None else None
+            except ValidationError:
+                log.warning("Ignoring the unreadable verdict %s", self.root / f"{post_id}.json")
+                continue
+            if verdict is not None and verdict.post_id == post_id:
+                verdicts[post_id] = verdict
+        return verdicts
+
+    def record(self, *, post_id: str, video_url: str, service: str, kind: Literal["failed", "rejected"],
+               reason: str, run: dict[str, Any]) -> None:
+        verdict = Verdict(post_id=post_id, video_url=video_url, service=service, kind=kind, reason=reason,
+                          at=utcnow(), run=run)
+        write_atomic(self.root / f"{post_id}.json", json.dumps(verdict.model_dump(mode="json"), indent=1).encode())
+
+    def forget(self, post_id: str) -> None:
+        """The video landed after all: the old verdict no longer holds."""
+        delete_if_present(self.root / f"{post_id}.json")
