@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_sora import metrics
+from airflow_sora.costs import creates_within
 from airflow_sora.lifecycle import Event, Phase, Settled, transition
 from airflow_sora.manifest import VideoOutcome, VideoStatus
 from airflow_sora.progress import Counts
@@ -67,8 +68,6 @@ class Ledger:
             base = entry.record or self.store.new_record(entry.video)
             record = base.model_copy(update={"phase": rule.target, "creates": base.creates + rule.charge,
                                              **changes})
-            if event is Event.CREATE_SENT and self._reserved:
-                self._reserved -= 1  # the reservation becomes a counted create
         if rule.persist:
             record = self.store.save(record)
         if rule.verdict is not None and self.verdicts is not None:
@@ -78,6 +77,8 @@ class Ledger:
             entry.record = record
             if event is Event.CREATE_SENT:
                 entry.sent_at = time.monotonic()
+                if self._reserved:
+                    self._reserved -= 1  # the reservation is now a counted create
         if rule.charge:
             metrics.incr("credits.charged", int(rule.charge * self.credits_per_video),
                          service=self.store.service)
@@ -109,11 +110,12 @@ class Ledger:
     def reserve_create(self) -> bool:
         """Whether one more create fits in ``max_credits`` (this logical run's charges, retries included, and
         creates whose outcome is unknown counted as charged); if so, it is reserved until sent."""
+        cap = creates_within(self.max_credits, self.credits_per_video)
         with self._lock:
-            if self.max_credits is None:
+            if cap is None:
                 return True
             creates = sum(e.record.creates for e in self.entries.values() if e.record) + self._reserved
-            if (creates + 1) * self.credits_per_video > self.max_credits + 1e-9:
+            if creates + 1 > cap:
                 return False
             self._reserved += 1
             return True

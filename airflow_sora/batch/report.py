@@ -19,7 +19,7 @@ from airflow_sora.services.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
-_PROBLEMS = (VideoStatus.FAILED, VideoStatus.REJECTED)
+_PROBLEMS = (VideoStatus.FAILED, VideoStatus.REJECTED, VideoStatus.NOT_SUBMITTED)
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,9 @@ def judge(manifest: Manifest, *, account_error: ServiceError | None, fail_on_err
     bill = f"{manifest.credits_charged:g} credits charged"
     if manifest.balance_after is not None:
         bill += f", balance {manifest.balance_after:g}"
+    held_back = f", {counts['not_submitted']} not submitted" if counts["not_submitted"] else ""
     tally = (f"{counts['landed']} landed, {counts['skipped']} skipped, {counts['failed']} failed, "
-             f"{counts['rejected']} rejected of {counts['total']}")
+             f"{counts['rejected']} rejected{held_back} of {counts['total']}")
     pending = sum(v.retryable for v in manifest.videos)
     if account_error is not None:
         return Verdict(manifest, SoraAccountError(f"{account_error}. Manifest: {counts}"),
@@ -58,13 +59,13 @@ def judge(manifest: Manifest, *, account_error: ServiceError | None, fail_on_err
             f"Manifest: {counts}"),
             f"Sora watermark removal NOT FINISHED: {pending} video(s) will be resumed by a retry at no new "
             f"cost; {tally}; {bill}.")
-    problems = counts["failed"] + counts["rejected"]
+    problems = counts["failed"] + counts["rejected"] + counts["not_submitted"]
     if fail_on_error and problems:
         return Verdict(manifest, SoraFailedError(
-            f"{counts['failed']} failed and {counts['rejected']} rejected video(s) (fail_on_error=True). "
-            f"Manifest: {counts}"),
-            f"Sora watermark removal FAILED: {problems} video(s) failed or were rejected (reasons above); "
-            f"{tally}; {bill}.")
+            f"{counts['failed']} failed, {counts['rejected']} rejected and {counts['not_submitted']} not submitted "
+            f"video(s) (fail_on_error=True). Manifest: {counts}"),
+            f"Sora watermark removal FAILED: {problems} video(s) failed, were rejected or were not submitted "
+            f"(reasons above); {tally}; {bill}.")
     done = "with problems (fail_on_error=False)" if problems else "successfully"
     return Verdict(manifest, None, f"Sora watermark removal finished {done}: {tally}; {bill}.")
 

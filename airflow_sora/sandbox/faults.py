@@ -50,6 +50,7 @@ class Faults(BaseModel):
     truncate_download: FaultRule = Field(default_factory=FaultRule)  # close mid-body, full Content-Length
     expire_links: FaultRule = Field(default_factory=FaultRule)  # result links issued already expired
     fail_video_urls: list[str] = Field(default_factory=list)  # these videos always fail at the service
+    reject_video_urls: list[str] = Field(default_factory=list)  # refused as invalid (Kie 422, SaveSora 4006)
 
     def applies_to(self, endpoint: str) -> bool:
         return self.endpoints is None or endpoint in self.endpoints

@@ -50,6 +50,8 @@ def create_task(request: SandboxHandler, body: Any) -> Reply | None:
         return 422, "input.video_url is required"
     if not isinstance(video_url, str) or len(video_url) > 500 or not SORA_URL.fullmatch(video_url):
         return 422, "input.video_url must be a public sora.chatgpt.com link"
+    if video_url in request.state.faults.reject_video_urls:  # e.g. a private post: well-formed, refused
+        return 422, "input.video_url must be a public sora.chatgpt.com link"
     if inputs.get("upload_method", "s3") not in ("s3", "oss"):
         return 422, "input.upload_method must be s3 or oss"
     state = request.state

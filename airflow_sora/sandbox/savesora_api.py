@@ -45,7 +45,7 @@ def download(request: SandboxHandler, body: Any) -> Reply | None:
     if not video_url:
         return 4002, "video_url is required"
     match = SORA_URL.fullmatch(video_url) if isinstance(video_url, str) else None
-    if match is None:
+    if match is None or video_url in state.faults.reject_video_urls:
         return 4006, "invalid video url"
     with state.lock:
         if account.credits < SAVESORA_PRICE:
