@@ -86,13 +86,14 @@ class ProgressReporter:
         return True
 
     def seconds_left(self, counts: Counts) -> float | None:
-        """Remaining videos at the pace measured so far (settled videos per second)."""
+        """The rest of the work at the pace measured so far. A video is two halves of work: done at the service,
+        then settled (landed, or reported); both count, so the estimate moves while tasks finish."""
         elapsed = self._clock() - self._started
-        done = counts.settled or counts.finished
-        if not done or elapsed <= 0:
+        done = max(counts.finished, counts.settled) + counts.settled
+        if not done or elapsed <= 0 or not counts.total:
             return None
-        remaining = counts.total - done
-        return max(0.0, remaining * elapsed / done)
+        fraction = min(1.0, done / (2 * counts.total))
+        return max(0.0, elapsed * (1 - fraction) / fraction)
 
     @contextmanager
     def ticking(self, stage: Callable[[], str], counts: Callable[[], Counts]) -> Iterator[None]:

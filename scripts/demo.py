@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ def airflow_env() -> dict[str, str]:
         "AIRFLOW_HOME": str(HOME),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",  # progress lines are INFO; the demo shows only those
         "SORA_OUTPUT_PATH": f"file://{OUTPUT}/",
     })
     return env
@@ -57,21 +58,49 @@ def main() -> int:
     conf: dict[str, object] = {"conn_id": conn_id, "output_path": f"file://{OUTPUT}/"}
     if os.environ.get("SORA_VIDEO_URLS"):
         conf["video_urls"] = [u.strip() for u in os.environ["SORA_VIDEO_URLS"].split(",") if u.strip()]
+    log_file = HOME / "demo-last-run.log"
     try:
-        run = subprocess.run([sys.executable, "-m", "airflow", "dags", "test", DAG_ID, "--conf", json.dumps(conf)],
-                             env=env, capture_output=True, text=True)
+        code, outcome, errors = stream_run(
+            [sys.executable, "-m", "airflow", "dags", "test", DAG_ID, "--conf", json.dumps(conf)], env, log_file)
     finally:
         if sandbox is not None:
             sandbox.stop()
-    log_file = HOME / "demo-last-run.log"
-    log_file.write_text(run.stdout + run.stderr)
     manifest = read_manifest(env)
-    if manifest is None:
-        print(f"The DAG run produced no manifest; see {log_file}")
-        return 1
-    print_manifest(manifest)
+    if manifest is not None:
+        print_manifest(manifest)
     print(f"\nFull Airflow log: {log_file}")
-    return 0 if run.returncode == 0 and manifest["counts"]["failed"] == 0 else 1
+    succeeded = code == 0 and manifest is not None and outcome is not None and "finished successfully" in outcome
+    if succeeded:
+        print(f"\nThe demo run SUCCEEDED. {outcome}")
+        return 0
+    why = outcome or (errors[-1] if errors else "the DAG run ended before the batch reported")
+    print(f"\nThe demo run FAILED: {why}")
+    return 1
+
+
+_SHOWN = re.compile(r"(Sora (?:progress \[|watermark removal)|Rejected before any call|Deferring:)")
+_LOGGER_SUFFIX = re.compile(r"\s+\[[\w.]+\]\s+loc=\S+\s*$")
+_ERROR = re.compile(r"\b(?:[A-Z]\w*(?:Error|Exception)): .+")
+
+
+def stream_run(command: list[str], env: dict[str, str], log_file: Path) -> tuple[int, str | None, list[str]]:
+    """Run the DAG, show its progress lines as they come, keep the whole log; return the exit code, the
+    batch's one-sentence outcome and any error lines."""
+    outcome: str | None = None
+    errors: list[str] = []
+    with log_file.open("w") as log, subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                                     stderr=subprocess.STDOUT, text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            if match := _SHOWN.search(line):
+                text = _LOGGER_SUFFIX.sub("", line[match.start():].rstrip())
+                print(f"  {text}", flush=True)
+                if text.startswith("Sora watermark removal"):
+                    outcome = text
+            elif error := _ERROR.search(line):
+                errors.append(error.group(0).strip())
+    return proc.returncode, outcome, errors
 
 
 def read_manifest(env: dict[str, str]) -> dict | None:  # type: ignore[type-arg]
