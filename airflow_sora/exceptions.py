@@ -23,7 +23,8 @@ class SoraPendingError(AirflowException):
 
 
 class SoraFailedError(AirflowFailException):
-    """Videos failed at the service or were rejected, and ``fail_on_error`` is set (or nothing was valid)."""
+    """Videos failed, were rejected or were not submitted (the budget), and ``fail_on_error`` is set; or no
+    URL in the list was valid."""
 
 
 class InvalidTriggerEventError(AirflowFailException):

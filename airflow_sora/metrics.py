@@ -13,12 +13,15 @@ PREFIX = "sora"
 #: name -> (kind, what it counts); ``<status>`` and ``<kind>`` are filled in at emission.
 METRICS: dict[str, tuple[str, str]] = {
     "sora.videos.<status>": ("counter", "videos by final status: landed, skipped, failed, rejected, not_submitted"),
-    "sora.credits.charged": ("counter", "credits charged by the service for this run's creates"),
+    "sora.credits.charged": ("counter", "credits charged by the service for creates sent (counted when sent)"),
+    "sora.credits.refunded": ("counter", "credits of creates that cost nothing after all (error reply, refused "
+                                         "URL, refunded failure)"),
     "sora.creates.rate_limited": ("counter", "paid creates the service refused with 429 (retried, not charged)"),
     "sora.errors.<kind>": ("counter", "failed calls by kind: rate_limited (429), unavailable (5xx, 455, "
-                                      "connection), no_reply (a create with no answer), protocol, permanent; "
-                                      "landing (a download or publication)"),
-    "sora.service.latency": ("timer", "seconds from a task's create to the poll that found it finished"),
+                                      "connection), no_reply (a create with no answer), protocol (a reply we "
+                                      "cannot read), transient, permanent; landing (a download or publication)"),
+    "sora.service.latency": ("timer", "a task's time at the service, create to finished, as the service "
+                                      "reports it (else as the worker saw it)"),
     "sora.landing.bytes": ("counter", "bytes of video landed"),
     "sora.landing.throughput": ("gauge", "MB/s of one landed video, download to publication"),
     "sora.balance": ("gauge", "the account's credit balance after a run"),

@@ -5,7 +5,7 @@ seconds while work is in flight (a ticker thread covers long stretches with no e
 download). Every line has the same shape, so a log search or a dashboard can parse them::
 
     Sora progress [waiting]: 37/500 landed, 2 failed, 500/500 submitted, 61 running, 439/500 finished at
-    the service; 4990 credits charged; about 25 s left
+    the service; 5000 credits charged; about 25 s left
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ A daily DAG whose list holds a video the service fails (a draft, a removed post)
 every day. When the service fails a paid attempt or refuses a URL as invalid, the verdict is written to
 ``<output>/_state/_verdicts/<post_id>.json``; later runs into the same folder read it (one listing, then only
 the verdicts that exist) and ``lifecycle.decide`` holds the video back: a failure for ``retry_failed_after``,
-a rejection until asked. Attempts that cost nothing (a refunded failure) leave no verdict.
+a rejection until asked. A failure the service refunded (SaveSora 5002) leaves no verdict: trying it again
+costs nothing unless it succeeds.
 """
 
 from __future__ import annotations

@@ -7,8 +7,11 @@ videos to land, bounds the concurrency, and reports each outcome to the ledger.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 
 from airflow_sora import metrics
 from airflow_sora.batch.claims import Claims
@@ -31,6 +34,28 @@ class LandingPool:
         self.client = client
         self.lander = lander
         self.settings = settings
+
+    @contextmanager
+    def as_results_come(self) -> Iterator[None]:
+        """While the body runs (submitting, waiting in the worker), land each video as soon as its result is
+        known, instead of all of them after the last task finished; on the way out, wait for those landings."""
+        pool = ThreadPoolExecutor(max(1, self.settings.landing_concurrency), thread_name_prefix="sora-landing")
+        queued: dict[str, Future[None]] = {}
+        lock = threading.Lock()
+
+        def land_soon(post_id: str) -> None:
+            with lock:
+                if post_id not in queued:
+                    queued[post_id] = pool.submit(self._land, self.ledger[post_id])
+
+        self.ledger.on_finished = land_soon
+        try:
+            yield
+        finally:
+            self.ledger.on_finished = None
+            pool.shutdown(wait=True)
+        for future in queued.values():
+            future.result()  # anything but a landing error (those are settled) is a bug: raise it here
 
     def land_finished(self) -> None:
         """Land every finished, unsettled video; settle the ones the service failed."""

@@ -54,6 +54,7 @@ class Ledger:
         self.on_change = on_change or (lambda: None)
         self.verdicts = verdicts
         self.max_credits = max_credits
+        self.on_finished: Callable[[str], None] | None = None  # told of each video whose result is now known
         self._reserved = 0  # creates about to be sent, counted against the budget before they are
         self._lock = threading.RLock()
 
@@ -79,13 +80,21 @@ class Ledger:
                 entry.sent_at = time.monotonic()
                 if self._reserved:
                     self._reserved -= 1  # the reservation is now a counted create
-        if rule.charge:
-            metrics.incr("credits.charged", int(rule.charge * self.credits_per_video),
-                         service=self.store.service)
-        if event is Event.TASK_SUCCEEDED and entry.sent_at is not None:
-            metrics.timing("service.latency", time.monotonic() - entry.sent_at, service=self.store.service)
+        if rule.target is Phase.FINISHED and event is not Event.LANDING_FAILED and self.on_finished is not None:
+            self.on_finished(post_id)
+        if rule.charge:  # counters only go up (OpenTelemetry refuses negative counts): a refund is its own
+            name = "credits.charged" if rule.charge > 0 else "credits.refunded"
+            metrics.incr(name, int(abs(rule.charge) * self.credits_per_video), service=self.store.service)
         self.on_change()
         return record
+
+    def observe_latency(self, post_id: str, service_seconds: float | None) -> None:
+        """The service's own time for a finished task, else the time since this try sent its create."""
+        entry = self.entries[post_id]
+        if service_seconds is None and entry.sent_at is not None:
+            service_seconds = time.monotonic() - entry.sent_at
+        if service_seconds is not None:
+            metrics.timing("service.latency", service_seconds, service=self.store.service)
 
     def settle(self, post_id: str, status: Settled, *, error: str | None = None, retryable: bool = False,
                **found: Any) -> VideoOutcome:

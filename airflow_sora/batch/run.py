@@ -61,6 +61,10 @@ class BatchRun:
     def counts(self) -> Counts:
         return self.ledger.counts()
 
+    def landing_as_results_come(self) -> Any:
+        """Land videos while the batch is still submitting and waiting; drained when the block ends."""
+        return self.landing.as_results_come()
+
     def ticking(self) -> Any:
         """A progress line at least every interval while the caller's block runs."""
         return self.progress.ticking(lambda: self.stage, self.counts)

@@ -26,6 +26,9 @@ def record_status(ledger: Ledger, client: WatermarkService, post_id: str, status
                      f"{status.fail_message} (code {status.fail_code})")
     else:
         ledger.apply(post_id, Event.TASK_SUCCEEDED, result=client.result(status, entry.video.url))
+        took = (status.completed_at_ms - status.created_at_ms) / 1000 if (
+            status.completed_at_ms and status.created_at_ms) else None
+        ledger.observe_latency(post_id, took)
 
 
 def record_statuses(ledger: Ledger, client: WatermarkService, statuses: dict[str, TaskStatus]) -> None:

@@ -134,16 +134,19 @@ class SoraWatermarkRemoverOperator(BaseOperator):
         videos = self._videos()
         started = time.monotonic()
         with self._batch(context, videos) as batch, batch.ticking():
-            batch.plan_and_submit()
-            known = [e.record.task_id for e in batch.ledger.entries.values() if e.record and e.record.task_id]
-            if known:
-                context["ti"].xcom_push(key=TASK_IDS_KEY, value=known)
-            if self.deferrable and self.wait_before_defer > 0:
-                batch.wait_in_worker(time.time() + self.wait_before_defer)
+            outcome = None
+            with batch.landing_as_results_come():  # finished videos land while others are still submitted
+                batch.plan_and_submit()
+                known = [e.record.task_id for e in batch.ledger.entries.values() if e.record and e.record.task_id]
+                if known:
+                    context["ti"].xcom_push(key=TASK_IDS_KEY, value=known)
+                if self.deferrable and self.wait_before_defer > 0:
+                    batch.wait_in_worker(time.time() + self.wait_before_defer)
+                if not self.deferrable:
+                    outcome = batch.wait_in_worker(time.time() + self.timeout)
             waiting = batch.waiting_task_ids()
             if waiting and self.deferrable:
                 self._defer_to_trigger(context, batch, waiting, worker_seconds=time.monotonic() - started)
-            outcome = batch.wait_in_worker(time.time() + self.timeout)
             wait_error = outcome.message if outcome is not None and outcome.status != "success" else None
             batch.land_and_settle(wait_error=wait_error)
             return self._report(context, batch, videos, worker_seconds=time.monotonic() - started)

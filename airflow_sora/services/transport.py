@@ -30,6 +30,7 @@ from airflow_sora.services.envelope import Reply
 from airflow_sora.services.errors import (
     RateLimitedError,
     ServiceError,
+    ServiceProtocolError,
     ServiceUnavailableError,
     SubmitOutcomeUnknownError,
 )
@@ -144,7 +145,9 @@ def error_kind(error: ServiceError) -> str:
         return "unavailable"
     if isinstance(error, SubmitOutcomeUnknownError):
         return "no_reply"
-    return "protocol" if error.retryable else "permanent"
+    if isinstance(error, ServiceProtocolError):
+        return "protocol"
+    return "transient" if error.retryable else "permanent"
 
 
 def count_error(service: str, op: Operation[Any], error: ServiceError) -> None:
@@ -196,9 +199,9 @@ class SyncTransport:
                     self.limiter.on_success()
                 return result
             except ServiceError as error:
+                count_error(self.service, op, error)  # before next_delay, which re-raises what it won't retry
                 delay = tracker.next_delay(error)
                 _pause_on_rate_limit(self.limiter, op, error, delay)
-                count_error(self.service, op, error)
             self._sleep(delay)
 
     def _send(self, op: Operation[Any]) -> Reply:
@@ -238,9 +241,9 @@ class AsyncTransport:
                     self.limiter.on_success()
                 return result
             except ServiceError as error:
+                count_error(self.service, op, error)  # before next_delay, which re-raises what it won't retry
                 delay = tracker.next_delay(error)
                 _pause_on_rate_limit(self.limiter, op, error, delay)
-                count_error(self.service, op, error)
             await asyncio.sleep(delay)
 
     async def _send(self, op: Operation[Any]) -> Reply:

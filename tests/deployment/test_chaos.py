@@ -3,7 +3,9 @@
 After every case the invariants are checked from the sandbox's charge log and the bucket listing: each video
 is charged at most once per logical run (exactly once when it landed), ends landed or reported with a reason,
 no partial or zero-byte object sits at a final key, every landed object has a sidecar whose sha256 matches,
-and the run's final state is what the faults justify.
+and the run's final state is what the faults justify. The money guard rails are checked across runs into one
+folder: runs at once pay once per video, a later run does not pay again for what the service failed, and a
+budget is never exceeded.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import httpx
 import pytest
 
 from airflow_sora.sandbox.faults import Faults
+from airflow_sora.services.kie import CREDITS_PER_TASK
 from tests.deployment.cluster import wait_for
 from tests.deployment.conftest import BUCKET, SANDBOX_SETTINGS, Cluster
 
@@ -66,9 +69,24 @@ def manifests(cluster: Cluster, dag_id: str, run_id: str) -> list[tuple[dict[str
     return found
 
 
+def final_videos(cluster: Cluster, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
+    """Each video's line in the run's final manifest(s), by URL."""
+    return {video["video_url"]: video for _ti, manifest in manifests(cluster, dag_id, run_id)
+            for video in (manifest or {}).get("videos", [])}
+
+
+def paid(cluster: Cluster, urls: list[str]) -> Counter[str]:
+    """Charges in the sandbox's log for ``urls`` (refunds excluded), by URL."""
+    return Counter(c["video_url"] for c in cluster.sandbox.charges() if not c["refunded"] and c["video_url"] in urls)
+
+
+def sidecar_of(cluster: Cluster, prefix: str, url: str) -> dict[str, Any]:
+    return dict(json.loads(cluster.s3.read(BUCKET, f"{prefix}{url.rsplit('/', 1)[1]}.json")))
+
+
 def check_invariants(cluster: Cluster, name: str, dag_id: str, runs: list[str], urls: list[str], prefix: str,
                      *, faults: str, runs_per_url: int = 1) -> dict[str, Any]:
-    charges = Counter(c["video_url"] for c in cluster.sandbox.charges() if not c["refunded"] and c["video_url"] in urls)
+    charges = paid(cluster, urls)
     objects = {k: v for k, v in cluster.s3.objects(BUCKET).items() if k.startswith(prefix) and "/_state/" not in k}
     assert all(size > 0 for size in objects.values()), f"zero-byte object under {prefix}: {objects}"
     landed: set[str] = set()
@@ -85,7 +103,7 @@ def check_invariants(cluster: Cluster, name: str, dag_id: str, runs: list[str], 
         for ti, manifest in manifests(cluster, dag_id, run_id):
             if manifest:
                 for video in manifest["videos"]:
-                    if video["status"] in ("failed", "rejected"):
+                    if video["status"] in ("failed", "rejected", "not_submitted"):
                         assert video["error"], video
                         reported.setdefault(video["video_url"], video["error"])
             elif ti["state"] != "success":
@@ -106,15 +124,21 @@ def check_invariants(cluster: Cluster, name: str, dag_id: str, runs: list[str], 
     return row
 
 
+def trigger(cluster: Cluster, dag_id: str, urls: list[str], prefix: str, conf: dict[str, Any] | None = None) -> str:
+    """A new DAG run over ``urls`` into ``prefix`` of the bucket (what a schedule or a person starts)."""
+    run_id = cluster.deployment.trigger(dag_id, {"video_urls": urls, "output_path": f"s3://aws_default@{BUCKET}/{prefix}",
+                                                 **(conf or {})})
+    cluster.runs.append((dag_id, run_id))
+    return run_id
+
+
 def run_case(cluster: Cluster, name: str, *, faults: dict[str, Any], expect: str = "success", dag_id: str = BATCH,
              conf: dict[str, Any] | None = None, action: Callable[[Cluster, str, list[str]], None] | None = None,
              urls: list[str] | None = None, description: str | None = None) -> dict[str, Any]:
     urls = urls or case_urls()
     prefix = f"{name}/"
     set_faults(cluster, **faults)
-    run_id = cluster.deployment.trigger(dag_id, {"video_urls": urls, "output_path": f"s3://aws_default@{BUCKET}/{prefix}",
-                                                 **(conf or {})})
-    cluster.runs.append((dag_id, run_id))
+    run_id = trigger(cluster, dag_id, urls, prefix, conf)
     try:
         if action:
             action(cluster, run_id, urls)
@@ -299,18 +323,87 @@ def test_mark_a_deferred_task_failed(cluster: Cluster) -> None:
 
 
 def test_two_runs_with_overlapping_videos(cluster: Cluster) -> None:
+    """Two runs at once into one folder pay once per video: the run that claims a shared video pays for it and
+    lands it; the other waits for that file and reports it skipped."""
     urls = case_urls(8)
     first, second = urls[:6], urls[2:]
-    deployment = cluster.deployment
+    shared = urls[2:6]
     prefix = "overlap/"
-    output = f"s3://aws_default@{BUCKET}/{prefix}"
-    runs = [deployment.trigger(BATCH, {"video_urls": first, "output_path": output}),
-            deployment.trigger(BATCH, {"video_urls": second, "output_path": output})]
-    states = [deployment.wait_for_run(BATCH, r) for r in runs]
-    row = check_invariants(cluster, "overlap", BATCH, runs, urls, prefix, runs_per_url=2,
-                           faults="two runs at once, 4 of 8 videos in both")
+    runs = [trigger(cluster, BATCH, first, prefix), trigger(cluster, BATCH, second, prefix)]
+    states = [cluster.deployment.wait_for_run(BATCH, r) for r in runs]
+    row = check_invariants(cluster, "overlap", BATCH, runs, urls, prefix,
+                           faults="two runs at once into one folder, 4 of 8 videos in both")
     assert states == ["success", "success"]
-    assert row["landed"] == len(urls)
+    assert row["charged"] == row["landed"] == len(urls), row  # one charge per distinct video across both runs
+    assert set(paid(cluster, urls).values()) == {1}
+    reports = [final_videos(cluster, BATCH, r) for r in runs]
+    for run_id, asked, report in zip(runs, (first, second), reports, strict=True):
+        assert set(report) == set(asked), f"{run_id} reported {sorted(report)}"
+        for url in set(asked) - set(shared):
+            assert report[url]["status"] == "landed", report[url]
+            assert sidecar_of(cluster, prefix, url)["airflow"]["run_id"] == run_id
+    for url in shared:
+        lines = [report[url] for report in reports]
+        assert sorted(line["status"] for line in lines) == ["landed", "skipped"], lines
+        landed_by = runs[[line["status"] for line in lines].index("landed")]
+        sidecar = sidecar_of(cluster, prefix, url)
+        assert sidecar["airflow"]["run_id"] == landed_by, (url, sidecar["airflow"], landed_by)
+        for line in lines:  # both runs name the same file; only the one that landed it paid
+            assert line["sha256"] == sidecar["sha256"] and line["size"] == sidecar["size"], line
+            assert line["credits_charged"] == (CREDITS_PER_TASK if line["status"] == "landed" else 0), line
+
+
+def test_a_repeated_list_does_not_pay_again_for_failed_videos(cluster: Cluster) -> None:
+    """A scheduled DAG repeats its list: the videos the service failed in the first run are not paid for again
+    by the next run into the same folder (the folder remembers the verdict), and the landed ones are skipped."""
+    urls = case_urls()
+    failing = urls[:2]
+    faults = {"fail_video_urls": failing}
+    first = run_case(cluster, "repeat_failed", faults=faults, urls=urls, expect="failed",
+                     description="2 of 6 tasks fail at the service (the first run)")
+    first_run = cluster.runs[-1][1]
+    assert first["charged"] == 6 and first["landed"] == 4 and first["reported"] == 2
+    set_faults(cluster, **faults)  # the two still fail at the service: paying again would be charged again
+    try:
+        run_id = trigger(cluster, BATCH, urls, "repeat_failed/")
+        state = cluster.deployment.wait_for_run(BATCH, run_id)
+    finally:
+        set_faults(cluster)
+    row = check_invariants(cluster, "repeat_failed_next_run", BATCH, [run_id], urls, "repeat_failed/",
+                           faults="a new run of the same list into the same folder, as a schedule makes; "
+                                  "the 2 still fail at the service")
+    assert state == "failed", f"the next run ended {state}: the 2 failed videos are reported failed again"
+    assert row["charged"] == first["charged"], row  # nothing new charged
+    assert all(paid(cluster, urls)[url] == 1 for url in failing)
+    report = final_videos(cluster, BATCH, run_id)
+    for url in failing:
+        line = report[url]
+        assert line["status"] == "failed" and line["credits_charged"] == 0, line
+        assert "not paid for again" in line["error"].lower(), line["error"]
+        assert f"failed it in run {first_run}" in line["error"], line["error"]
+    for url in urls[2:]:
+        assert report[url]["status"] == "skipped" and report[url]["credits_charged"] == 0, report[url]
+
+
+def test_a_budget_caps_what_a_run_pays(cluster: Cluster) -> None:
+    """``max_credits`` lets 3 of 6 videos be paid for: the rest are never sent and are reported not_submitted,
+    which fails the run (the example DAG keeps the operator's ``fail_on_error=True``)."""
+    urls = case_urls()
+    budget = 3 * CREDITS_PER_TASK
+    row = run_case(cluster, "budget", faults={}, urls=urls, conf={"max_credits": budget}, expect="failed",
+                   description=f"none; max_credits={budget:g} pays for 3 of 6 videos")
+    run_id = cluster.runs[-1][1]
+    spent = sum(c["credits"] for c in cluster.sandbox.charges() if not c["refunded"] and c["video_url"] in urls)
+    assert spent <= budget
+    assert row["charged"] == row["landed"] == 3 and row["reported"] == 3 and row["lost"] == 0, row
+    report = final_videos(cluster, BATCH, run_id)
+    assert set(report) == set(urls)
+    held_back = [url for url, line in report.items() if line["status"] == "not_submitted"]
+    assert len(held_back) == 3 and not set(held_back) & set(paid(cluster, urls)), report
+    for url in held_back:
+        assert report[url]["credits_charged"] == 0, report[url]
+        assert f"budget max_credits={budget:g} would be exceeded" in report[url]["error"], report[url]
+    assert all(report[url]["status"] == "landed" for url in set(urls) - set(held_back)), report
 
 
 # secrets ---------------------------------------------------------------------------------------------------

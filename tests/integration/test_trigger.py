@@ -31,7 +31,7 @@ def test_serialisation_round_trip_carries_no_secret() -> None:
     path, kwargs = original.serialize()
     assert path == "airflow_sora.triggers.kie.KieTaskTrigger"
     assert kwargs == {"task_ids": ["t1", "t2"], "conn_id": "kie_prod", "deadline": 1_800_000_000.0,
-                      "poll_schedule": FAST, "max_consecutive_errors": 3, "max_in_flight": 10}
+                      "poll_schedule": FAST, "max_consecutive_errors": 3, "max_in_flight": 10, "progress": {}}
     assert KieTaskTrigger(**kwargs).serialize() == (path, kwargs)
     assert KIE_KEY not in repr(kwargs)
 
@@ -114,3 +114,29 @@ def test_a_missing_connection_key_is_an_error_event(sandbox: SandboxServer, monk
     monkeypatch.setenv("AIRFLOW_CONN_KIE_NOKEY", json.dumps({"conn_type": "kie", "host": sandbox.url}))
     event = run_trigger(trigger(["t1"], conn_id="kie_nokey"))
     assert event["status"] == "error" and "no API key" in event["message"]
+
+
+def test_the_trigger_writes_progress_lines_in_the_batch_terms(sandbox_connections: SandboxServer,
+                                                              kie_config: ServiceConfig,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The counts from before deferral travel in the trigger's kwargs (serialised and rebuilt here)."""
+    ids = submit(kie_config, VIDEO_URLS[:3])
+    waiting = trigger(ids)
+    waiting.progress = {"total": 5, "submitted": 3, "skipped": 2, "credits": 30.0}
+    event = run_trigger(waiting)
+    assert event["status"] == "success"
+    captured = capsys.readouterr()
+    lines = [line for line in (captured.out + captured.err).splitlines() if "Sora progress [waiting]" in line]
+    assert lines and "3/5 submitted, 3 running" in lines[0] and "30 credits charged" in lines[0]
+    assert "3/5 finished at the service" in lines[-1] and "2 skipped" in lines[-1]
+
+
+def test_a_malformed_event_fails_the_resume_with_a_clear_message() -> None:
+    from airflow_sora.exceptions import InvalidTriggerEventError
+    from airflow_sora.triggers.kie import KieWaitEvent
+
+    assert KieWaitEvent.from_payload({"status": "success", "message": "ok", "tasks": {}}).status == "success"
+    for payload in ({"status": "done"}, {"message": "no status"}, "not a dict",
+                    {"status": "success", "message": "x", "tasks": {"t": {"state": "nope"}}}):
+        with pytest.raises(InvalidTriggerEventError, match="does not write"):
+            KieWaitEvent.from_payload(payload)
