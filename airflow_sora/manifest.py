@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from enum import Enum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from airflow_sora.lifecycle import Settled
 
-class VideoStatus(str, Enum):
-    LANDED = "landed"
-    SKIPPED = "skipped"
-    FAILED = "failed"
-    REJECTED = "rejected"
-    NOT_SUBMITTED = "not_submitted"  # a guard rail (the budget) kept the run from paying for it
+#: A video's final status in the manifest: the life cycle's final word, under its long-standing name.
+VideoStatus = Settled
 
 
 class VideoOutcome(BaseModel):

@@ -7,6 +7,8 @@ import json
 from _sora_example_settings import DEFAULT_OUTPUT, SORA_CLEAN_VIDEOS
 from airflow.sdk import DAG, ObjectStoragePath, Variable, task
 
+from airflow_sora.sidecar import Sidecar
+
 with DAG(
     dag_id="sora_clean_videos_catalog",
     schedule=[SORA_CLEAN_VIDEOS],
@@ -25,11 +27,13 @@ with DAG(
         for output in outputs:
             root = ObjectStoragePath(output)
             entries = []
-            for sidecar in sorted(root.glob("s_*.json")):
-                data = json.loads(sidecar.read_text())
-                entries.append({k: data.get(k) for k in ("post_id", "file", "source_url", "service", "task_id",
-                                                         "sha256", "size", "ai_generated", "generator",
-                                                         "landed_at", "prompt")})
+            for path in sorted(root.glob("s_*.json")):
+                sidecar = Sidecar.parse(path.read_bytes())
+                if sidecar is None:  # not a provenance sidecar: never catalogued as one
+                    continue
+                entries.append(sidecar.model_dump(mode="json", include={
+                    "post_id", "file", "source_url", "service", "task_id", "sha256", "size", "ai_generated",
+                    "generator", "landed_at", "prompt"}))
             (root / "catalog.json").write_text(json.dumps({"videos": entries, "count": len(entries)}, indent=2))
             written[output] = len(entries)
         return written

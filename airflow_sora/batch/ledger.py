@@ -108,7 +108,7 @@ class Ledger:
                      "sha256": record.sha256, "task_id": record.task_id}
         outcome = VideoOutcome(
             video_url=entry.video.url, post_id=entry.video.post_id, variants=list(entry.video.variants),
-            status=VideoStatus(status.value), credits_charged=self.credits_of(entry), error=error,
+            status=status, credits_charged=self.credits_of(entry), error=error,
             retryable=retryable, **(known | {k: v for k, v in found.items() if v is not None}),
         )
         with self._lock:
