@@ -70,6 +70,11 @@ class BatchRun:
         return self.progress.ticking(lambda: self.stage, self.counts)
 
     # the parts, in order --------------------------------------------------------------------------
+    def plan_only(self) -> None:
+        """What each video needs, from the durable records, paying for nothing (a resume without a ledger)."""
+        Planner(self.ledger, self.lander, self.settings, self.verdicts).plan()
+        self._enter("waiting")
+
     def plan_and_submit(self) -> None:
         to_submit = Planner(self.ledger, self.lander, self.settings, self.verdicts).plan()
         self._enter("submitting" if to_submit else "waiting")

@@ -164,8 +164,8 @@ class SoraWatermarkRemoverOperator(BaseOperator):
         with self._batch(context, videos) as batch, batch.ticking():
             if saved:  # XCom survives a deferral within one try (``airflow dags test`` drops defer kwargs)
                 batch.restore(saved["ledger"])
-            else:  # written by an older release: plan from the durable records instead
-                batch.plan_and_submit()
+            else:  # deferred by an older release: read the durable records instead; nothing is paid on resume
+                batch.plan_only()
             batch.take_statuses(wait.tasks)
             batch.land_and_settle(wait_error=wait_error)
             worker_seconds = float(saved.get("worker_seconds", 0.0)) if saved else 0.0

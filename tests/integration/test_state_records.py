@@ -70,3 +70,21 @@ def test_url_variants_of_one_post_are_one_video(sandbox_connections: SandboxServ
     assert sandbox_connections.summary()["charges_by_video"] == {post: 1}
     sidecar = json.loads((tmp_path / "clean" / f"{post.rsplit('/', 1)[1]}.json").read_text())
     assert sidecar["source_url"] == post and sidecar["source_url_variants"] == variants[1:]
+
+
+def test_a_resume_without_the_saved_ledger_reads_the_records_and_pays_nothing_more(
+        sandbox_connections: SandboxServer, tmp_path: Path) -> None:
+    """A task deferred by an older release resumes from the durable records alone."""
+    from airflow_sora._compat import TaskDeferred
+    from airflow_sora.operators.remove import SNAPSHOT_KEY
+    from tests.integration.harness import run_trigger
+
+    op = operator(f"file://{tmp_path}/clean/", deferrable=True)
+    ti = TaskInstanceStandIn()
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute({"ti": ti})
+    ti.xcom.pop(SNAPSHOT_KEY)
+    event = run_trigger(deferred.value.trigger)  # type: ignore[arg-type]
+    manifest = op.execute_complete({"ti": ti}, event)
+    assert manifest["counts"]["landed"] == len(URLS)
+    assert sandbox_connections.summary()["charges_by_video"] == {u: 1 for u in URLS}
