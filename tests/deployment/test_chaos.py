@@ -268,7 +268,7 @@ def test_triggerer_killed_while_deferred(cluster: Cluster) -> None:
         cluster.trigger_rows.extend(rows)
         assert rows[0]["classpath"] == "airflow_sora.triggers.kie.KieTaskTrigger"
         assert set(rows[0]["kwargs"]) == {"task_ids", "conn_id", "deadline", "poll_schedule",
-                                          "max_consecutive_errors", "max_in_flight"}
+                                          "max_consecutive_errors", "max_in_flight", "progress"}
         cluster.deployment.processes["triggerer"].kill(signal.SIGKILL)
         cluster.deployment.processes["triggerer"].popen.wait(30)
         cluster.deployment.start_component("triggerer", ["triggerer"])
