@@ -116,25 +116,28 @@ class ResultLander:
         return self.output / STATE_DIR / "_leases" / f"{safe_object_name(post_id)}.json"
 
     def land(self, result: RemovalResult, *, provenance: dict[str, Any], keep_source: bool = False,
-             refresh: Callable[[str], str] | None = None, lease_token: str | None = None) -> LandedVideo:
+             refresh: Callable[[str], str] | None = None, lease_token: str | None = None,
+             mark_landed: bool = False) -> LandedVideo:
         """Download, verify and publish the video, then its sidecar, holding the video's lease throughout,
         so two runs landing the same post id here never leave one's video beside the other's sidecar.
 
         ``lease_token``: the lease was already taken by this holder (its claim, before paying) under it.
+        ``mark_landed``: leave the lease as a "landed" mark (claims: see ``claim``).
         """
         post_id = safe_object_name(result.post_id)
         lease = LandingLease(self.lease_path(post_id), self.holder, token=lease_token)
-        with lease.held(acquired=lease_token is not None):
+        with lease.held(acquired=lease_token is not None, mark_landed=mark_landed):
             return self._land(result, post_id, provenance=provenance, keep_source=keep_source, refresh=refresh)
 
-    def claim(self, post_id: str, *, ttl: float) -> tuple[str | None, dict[str, Any] | None]:
+    def claim(self, post_id: str, *, ttl: float, looked_at: float) -> tuple[str | None, dict[str, Any] | None]:
         """Take the video's lease before paying for it: (our token, None), or (None, the live holder's lease).
 
         The claim lasts ``ttl`` (the wait for the service plus the landing), so one run pays and the others
-        wait for its file; if the holder dies, the claim expires and another run may take over.
+        wait for its file; if the holder dies, the claim expires and another run may take over. A video landed
+        by another run since ``looked_at`` (when the caller saw the folder without it) is held, not free.
         """
         lease = LandingLease(self.lease_path(post_id), self.holder, ttl=ttl)
-        held_by = lease.try_acquire()
+        held_by = lease.try_acquire(landed_after=looked_at)
         return (lease.token, None) if held_by is None else (None, held_by)
 
     def read_claim(self, post_id: str) -> dict[str, Any] | None:

@@ -56,19 +56,23 @@ class LandingLease:
         self._atomic = has_exclusive_create(path)  # the create's answer is final: no read-back needed
 
     @contextmanager
-    def held(self, *, acquired: bool = False) -> Iterator[None]:
-        """``acquired``: this holder took the lease earlier (its claim before paying), under ``token``."""
+    def held(self, *, acquired: bool = False, mark_landed: bool = False) -> Iterator[None]:
+        """``acquired``: this holder took the lease earlier (its claim before paying), under ``token``.
+        ``mark_landed``: when the body succeeds, leave a "landed" mark instead of deleting the lease, so a run
+        that planned before this landing and claims the video just after it learns it is landed, not free."""
         if not acquired:
             self.acquire()
         stop = threading.Event()
         renewer = threading.Thread(target=self._renew_until, args=(stop,), name="sora-lease", daemon=True)
         renewer.start()
+        landed = False
         try:
             yield
+            landed = mark_landed
         finally:
             stop.set()
             renewer.join()
-            self.release()
+            self.release(landed=landed)
 
     def acquire(self) -> None:
         deadline = time.monotonic() + self.wait
@@ -79,14 +83,20 @@ class LandingLease:
                     f"into this folder for over {self.wait:.0f} s; a retry lands it once that run is done")
             time.sleep(self.poll)
 
-    def try_acquire(self) -> dict[str, Any] | None:
-        """Take the lease if it is free, expired or an earlier try's; otherwise return the live holder's."""
+    def try_acquire(self, *, landed_after: float | None = None) -> dict[str, Any] | None:
+        """Take the lease if it is free, expired or an earlier try's; otherwise return the live holder's.
+
+        ``landed_after`` (epoch seconds): a "landed" mark from that time on is returned like a live holder's
+        (the video landed after the caller looked); an older one, or any with ``landed_after=None``, is free.
+        """
         while True:
             if create_exclusive(self.path, self._body()) and (self._atomic or self._mine(self.read())):
                 return None
             current = self.read()
             if current is None:
                 continue  # released between our create and our read: try again at once
+            if current.get("landed") and landed_after is not None and float(current["landed"]) >= landed_after:
+                return current
             if current.get("holder") == self.holder or float(current.get("expires_at", 0)) < time.time():
                 log.info("Taking over the landing lease %s from %s (%s)", self.path, current.get("holder"),
                          "an earlier try" if current.get("holder") == self.holder else "expired")
@@ -94,9 +104,16 @@ class LandingLease:
                 continue
             return current
 
-    def release(self) -> None:
-        """Delete the lease only if it is still ours (a later try of the same task may have taken it over)."""
-        if self._mine(self.read()):
+    def release(self, *, landed: bool = False) -> None:
+        """Delete the lease (or mark it landed) only if it is still ours (a later try of the same task may have
+        taken it over). A landed mark has expired already: anyone may take it, but a run that planned before it
+        was written sees that the video landed meanwhile."""
+        if not self._mine(self.read()):
+            return
+        if landed:
+            write_atomic(self.path, json.dumps({"holder": self.holder, "token": self.token, "landed": time.time(),
+                                                "expires_at": 0}).encode())
+        else:
             delete_if_present(self.path)
 
     def read(self) -> dict[str, Any] | None:

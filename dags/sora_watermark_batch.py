@@ -52,8 +52,7 @@ with DAG(
         output_path=OUTPUT_PATH,
         conn_id="{{ params.conn_id }}",
         outlets=[SORA_CLEAN_VIDEOS],
-        # max_credits is not a templated field: take the run's param just before the task runs
-        pre_execute=lambda context: setattr(context["task"], "max_credits", context["params"].get("max_credits")),
+        max_credits="{{ params.max_credits }}",
     )
 
     check_credits() >> remove

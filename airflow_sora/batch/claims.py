@@ -22,6 +22,7 @@ from airflow_sora.verdicts import VerdictBook
 
 log = logging.getLogger(__name__)
 
+CLOCK_MARGIN = 30.0
 _GIVEN_UP = (VideoStatus.FAILED, VideoStatus.REJECTED, VideoStatus.NOT_SUBMITTED)
 
 
@@ -35,12 +36,15 @@ class Claims:
         self.wait = wait
         self.poll = poll
         self.retry_failed_after = retry_failed_after
+        # The folder was looked at (planned) after this moment; a landing marked since then is another run's
+        # that this run could not have seen. The margin covers clocks of different workers that disagree.
+        self.looked_at = time.time() - CLOCK_MARGIN
 
     def claim(self, entry: Entry) -> bool:
         """True if this run may pay for the video; False if another live run is paying for it."""
         if entry.claim_token is not None:
             return True
-        token, held_by = self.lander.claim(entry.video.post_id, ttl=self.ttl)
+        token, held_by = self.lander.claim(entry.video.post_id, ttl=self.ttl, looked_at=self.looked_at)
         if token is not None:
             entry.claim_token, entry.claimed_at = token, time.time()
             return True

@@ -82,7 +82,8 @@ class LandingPool:
         try:
             landed = self.lander.land(result, provenance=provenance, keep_source=self.settings.keep_source,
                                       refresh=refresh,
-                                      lease_token=self.claims.fresh_token(entry) if self.claims else None)
+                                      lease_token=self.claims.fresh_token(entry) if self.claims else None,
+                                      mark_landed=self.claims is not None)
         except (LandingError, ServiceError) as error:
             log.warning("Landing %s failed: %s", entry.video.url, error)
             metrics.incr("errors.landing", service=self.client.service_name)

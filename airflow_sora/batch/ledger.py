@@ -130,9 +130,10 @@ class Ledger:
             return True
 
     def budget_message(self) -> str:
-        charged = sum(self.credits_of(e) for e in self.entries.values())
-        return (f"not submitted: budget max_credits={self.max_credits:g} would be exceeded ({charged:g} charged "
-                f"by this run so far, {self.credits_per_video:g} per video); raise max_credits to pay for it")
+        cap = creates_within(self.max_credits, self.credits_per_video)
+        return (f"not submitted: budget max_credits={self.max_credits:g} would be exceeded (it allows {cap} "
+                f"create(s) at {self.credits_per_video:g} credits, and this run has sent or reserved them all); "
+                "raise max_credits to pay for it")
 
     def reopen(self, post_id: str) -> None:
         """Forget this try's outcome for a video that gets another pass (a create to repeat)."""
@@ -177,7 +178,8 @@ class Ledger:
                               if e.record else None,
                               "outcome": e.outcome.model_dump(mode="json", exclude_none=True)
                               if e.outcome else None,
-                              "claim": [e.claim_token, e.claimed_at] if e.claim_token else None}
+                              "claim": [e.claim_token, e.claimed_at] if e.claim_token else None,
+                              "claimed_by": e.claimed_by}
                     for post_id, e in self.entries.items()}
 
     def restore(self, snapshot: dict[str, Any]) -> None:
@@ -193,3 +195,5 @@ class Ledger:
                     entry.outcome = VideoOutcome.model_validate(saved["outcome"])
                 if saved.get("claim"):
                     entry.claim_token, entry.claimed_at = saved["claim"]
+                if saved.get("claimed_by"):  # another run is paying for it: the resumed try waits for its file
+                    entry.claimed_by = saved["claimed_by"]

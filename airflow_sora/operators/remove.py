@@ -66,7 +66,7 @@ class SoraWatermarkRemoverOperator(BaseOperator):
         new worker process) costs more than that, so one-video tasks (mapped mode) do well with about 3 s.
     """
 
-    template_fields: Sequence[str] = ("video_url", "output_path", "conn_id", "callback_url")
+    template_fields: Sequence[str] = ("video_url", "output_path", "conn_id", "callback_url", "max_credits")
     template_fields_renderers = {"video_url": "json"}
     operator_extra_links = (KieTaskLink(),)
     ui_color = "#f3e8ff"
@@ -90,7 +90,7 @@ class SoraWatermarkRemoverOperator(BaseOperator):
         landing_concurrency: int = 8,
         max_active_submissions: int = 100,
         wait_before_defer: float = 0.0,
-        max_credits: float | None = None,
+        max_credits: float | str | None = None,
         retry_failed_after: float | timedelta | None = timedelta(hours=24),
         retry_rejected: bool = False,
         claim_wait: float = 600.0,
@@ -121,9 +121,9 @@ class SoraWatermarkRemoverOperator(BaseOperator):
         self.landing_concurrency = landing_concurrency
         self.max_active_submissions = max_active_submissions
         self.wait_before_defer = wait_before_defer
-        if max_credits is not None and max_credits < 0:
+        if isinstance(max_credits, (int, float)) and max_credits < 0:
             raise ValueError(f"max_credits must be >= 0 or None, got {max_credits!r}")
-        self.max_credits = max_credits
+        self.max_credits = max_credits  # templated: a number, None, or a template rendering to one
         self.retry_failed_after = (retry_failed_after.total_seconds() if isinstance(retry_failed_after, timedelta)
                                    else retry_failed_after)
         self.retry_rejected = retry_rejected
@@ -262,6 +262,20 @@ def _as_list(value: Any) -> list[Any]:
     return list(value or [])
 
 
+def _budget(value: Any) -> float | None:
+    """``max_credits`` as rendered: a number, or None/"" for no budget; anything else is a clear error."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "None")):
+        return None
+    try:
+        budget = float(value)
+    except (TypeError, ValueError):
+        raise SoraFailedError(f"max_credits must be a number of credits or None, got {value!r}; "
+                              "nothing was spent") from None
+    if budget < 0:
+        raise SoraFailedError(f"max_credits must be >= 0, got {budget:g}; nothing was spent")
+    return budget
+
+
 class _BatchContext:
     """Builds a ``BatchRun`` for this try and closes its clients afterwards."""
 
@@ -272,6 +286,7 @@ class _BatchContext:
 
     def __enter__(self) -> BatchRun:
         op, ti = self.operator, self.context["ti"]
+        budget = _budget(op.max_credits)  # before any client exists: a bad value costs nothing
         output = ObjectStoragePath(op.output_path)
         map_index = getattr(ti, "map_index", None)
         scope = RunScope(dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id,
@@ -290,7 +305,7 @@ class _BatchContext:
             if_exists=op.if_exists, keep_source=op.keep_source, on_unknown_submit=op.on_unknown_submit,
             resubmit_failed=op.resubmit_failed, callback_url=op.callback_url,
             landing_concurrency=op.landing_concurrency, max_active_submissions=op.max_active_submissions,
-            poll_schedule=op._schedule(), max_credits=op.max_credits,
+            poll_schedule=op._schedule(), max_credits=budget,
             retry_failed_after=op.retry_failed_after, retry_rejected=op.retry_rejected,
             claim_wait=op.claim_wait, claim_ttl=op.timeout + 2 * LEASE_TTL,
             provenance={"airflow": {**scope.as_dict(), "try_number": getattr(ti, "try_number", None)}},

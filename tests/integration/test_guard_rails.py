@@ -104,15 +104,18 @@ class TestVerdicts:
 
 
 class TestOneChargePerFolder:
+    @pytest.mark.parametrize("deferrable", [False, True])
     def test_two_overlapping_runs_pay_once_per_video(self, sandbox_connections: SandboxServer,
-                                                     tmp_path: Path) -> None:
+                                                     tmp_path: Path, deferrable: bool) -> None:
+        """Each run's first try finishes: the one that waits for the other's videos does so across its deferral."""
         sandbox_connections.state.config.latency = 1.0
         out = f"file://{tmp_path}/out/"
         lists = {"run-a": VIDEO_URLS[:6], "run-b": VIDEO_URLS[3:9]}
         results: dict[str, TryResult] = {}
 
         def start(run_id: str) -> threading.Thread:
-            thread = threading.Thread(target=lambda: results.update({run_id: run(out, run_id, urls=lists[run_id])}))
+            thread = threading.Thread(target=lambda: results.update(
+                {run_id: run(out, run_id, urls=lists[run_id], deferrable=deferrable)}))
             thread.start()
             return thread
 
@@ -124,6 +127,19 @@ class TestOneChargePerFolder:
             statuses = sorted(by_url(results[r])[url]["status"] for r in results)
             assert statuses == ["landed", "skipped"], (url, statuses)
         assert len(list((tmp_path / "out").glob("s_*.mp4"))) == 9
+
+    def test_a_video_landed_after_a_run_looked_is_not_paid_again(self, sandbox_connections: SandboxServer,
+                                                                 tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+        """Run B plans before run A lands and claims just after A released: A's landed mark stops B paying."""
+        from airflow_sora.batch.plan import Planner
+
+        out = f"file://{tmp_path}/out/"
+        assert run(out, "run-a", urls=URLS[:1]).error is None
+        monkeypatch.setattr(Planner, "_landed_copies", lambda self, entries: {})  # B saw the folder before
+        late = run(out, "run-b", urls=URLS[:1])
+        assert late.error is None and by_url(late)[URLS[0]]["status"] == "skipped"
+        assert charges(sandbox_connections) == {URLS[0]: 1}
 
     def test_a_run_killed_part_way_keeps_its_claims_and_its_retry_lands_them(
             self, sandbox_connections: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
