@@ -126,7 +126,7 @@ class ResultLander:
         """
         post_id = safe_object_name(result.post_id)
         lease = LandingLease(self.lease_path(post_id), self.holder, token=lease_token)
-        with lease.held(acquired=lease_token is not None, mark_landed=mark_landed):
+        with lease.held(acquired=lease_token is not None, mark_landed=mark_landed, keep_on_failure=mark_landed):
             return self._land(result, post_id, provenance=provenance, keep_source=keep_source, refresh=refresh)
 
     def claim(self, post_id: str, *, ttl: float, looked_at: float) -> tuple[str | None, dict[str, Any] | None]:

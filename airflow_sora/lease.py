@@ -56,10 +56,13 @@ class LandingLease:
         self._atomic = has_exclusive_create(path)  # the create's answer is final: no read-back needed
 
     @contextmanager
-    def held(self, *, acquired: bool = False, mark_landed: bool = False) -> Iterator[None]:
+    def held(self, *, acquired: bool = False, mark_landed: bool = False, keep_on_failure: bool = False
+             ) -> Iterator[None]:
         """``acquired``: this holder took the lease earlier (its claim before paying), under ``token``.
         ``mark_landed``: when the body succeeds, leave a "landed" mark instead of deleting the lease, so a run
-        that planned before this landing and claims the video just after it learns it is landed, not free."""
+        that planned before this landing and claims the video just after it learns it is landed, not free.
+        ``keep_on_failure``: a claim outlives a failed landing, so no other run pays while a retry of this one
+        can still land the paid result (it expires if this run never comes back)."""
         if not acquired:
             self.acquire()
         stop = threading.Event()
@@ -72,7 +75,8 @@ class LandingLease:
         finally:
             stop.set()
             renewer.join()
-            self.release(landed=landed)
+            if landed or not keep_on_failure:
+                self.release(landed=landed)
 
     def acquire(self) -> None:
         deadline = time.monotonic() + self.wait

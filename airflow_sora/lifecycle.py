@@ -165,9 +165,8 @@ def decide(phase: Phase | None, *, has_result: bool, landed_here: bool, policy: 
     if landed_here and landed_by_this_run and phase in (Phase.SUBMITTED, Phase.FINISHED, Phase.LANDED):
         return Decision(Action.SETTLE, Settled.LANDED)
     if phase is Phase.LANDED:
-        if landed_here:
-            return Decision(Action.SETTLE, Settled.LANDED)
-        return Decision(Action.LAND) if has_result else Decision(Action.WAIT)
+        # Gone since: land it again from the known result (the planner reports one it no longer knows).
+        return Decision(Action.SETTLE, Settled.LANDED) if landed_here else Decision(Action.LAND)
     if phase is Phase.FINISHED:
         return Decision(Action.LAND)
     if phase is Phase.SUBMITTED:

@@ -16,7 +16,7 @@ import time
 from airflow_sora.batch.ledger import Entry, Ledger
 from airflow_sora.landing import ResultLander
 from airflow_sora.lease import LEASE_TTL
-from airflow_sora.lifecycle import Settled
+from airflow_sora.lifecycle import Phase, Settled
 from airflow_sora.manifest import VideoStatus
 from airflow_sora.verdicts import VerdictBook
 
@@ -75,7 +75,7 @@ class Claims:
             if waiting:
                 time.sleep(self.poll)
 
-    def _settled_by_holder(self, entry: Entry, sizes: dict[str, int]) -> bool:
+    def _skipped_if_landed(self, entry: Entry, sizes: dict[str, int]) -> bool:
         post_id = entry.video.post_id
         if f"{post_id}.mp4" in sizes and f"{post_id}.json" in sizes:
             sidecar = self.lander.read_sidecar(post_id)
@@ -84,11 +84,19 @@ class Claims:
                                    sidecar_uri=str(self.lander.sidecar_path(post_id)), size=sidecar.size,
                                    sha256=sidecar.sha256, task_id=sidecar.task_id)
                 return True
+        return False
+
+    def _settled_by_holder(self, entry: Entry, sizes: dict[str, int]) -> bool:
+        post_id = entry.video.post_id
+        if self._skipped_if_landed(entry, sizes):
+            return True
         holder = (entry.claimed_by or {}).get("holder")
         current = self.lander.read_claim(post_id)
         alive = current is not None and float(current.get("expires_at", 0)) > time.time()
         if alive and current is not None and current.get("holder") == holder:
             return False  # the holder is still at it
+        if current is not None and current.get("landed") and self._skipped_if_landed(entry, self.lander.listing()):
+            return True  # it landed between our listing and this read
         verdict = self.verdicts.load([post_id]).get(post_id)
         if verdict is not None:
             self.ledger.settle(post_id, Settled.FAILED,
@@ -99,10 +107,12 @@ class Claims:
         return True
 
     def release_unlanded(self) -> None:
-        """Give up the claims of videos this try did not land (failed): others may try, within the verdicts."""
+        """Give up the claims of videos this try did not land and will not pay for: the service failed them,
+        or nothing was paid (others may pay, within the verdicts). A retryable paid video keeps its claim."""
         for entry in self.ledger.entries.values():
             outcome = entry.outcome
+            unpaid = entry.record is None or entry.phase in (Phase.NOT_CREATED, Phase.REJECTED)
             if (entry.claim_token is not None and outcome is not None and outcome.status in _GIVEN_UP
-                    and not outcome.retryable):
+                    and (unpaid or not outcome.retryable)):
                 self.lander.unclaim(entry.video.post_id, entry.claim_token)
                 entry.claim_token = None

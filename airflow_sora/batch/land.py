@@ -17,11 +17,9 @@ from airflow_sora import metrics
 from airflow_sora.batch.claims import Claims
 from airflow_sora.batch.ledger import Entry, Ledger
 from airflow_sora.batch.settings import BatchSettings
-from airflow_sora.exceptions import LandingError
 from airflow_sora.landing import ResultLander
 from airflow_sora.lifecycle import Event, Phase, Settled
 from airflow_sora.services.base import WatermarkService
-from airflow_sora.services.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +82,13 @@ class LandingPool:
                                       refresh=refresh,
                                       lease_token=self.claims.fresh_token(entry) if self.claims else None,
                                       mark_landed=self.claims is not None)
-        except (LandingError, ServiceError) as error:
-            log.warning("Landing %s failed: %s", entry.video.url, error)
+        except Exception as error:  # storage errors too (a full disk, an S3 error): the video is reported, never lost
+            retryable = bool(getattr(error, "retryable", True))
+            log.warning("Landing %s failed: %s: %s", entry.video.url, type(error).__name__, error)
             metrics.incr("errors.landing", service=self.client.service_name)
-            entry.claim_token = None  # the landing's lease (the claim) was released on the way out
-            self.ledger.apply(post_id, Event.LANDING_FAILED)
-            self.ledger.settle(post_id, Settled.FAILED, error=f"landing failed: {error}",
-                               retryable=error.retryable)
+            self.ledger.apply(post_id, Event.LANDING_FAILED)  # the claim stays: a retry lands the paid result
+            self.ledger.settle(post_id, Settled.FAILED, error=f"landing failed: {type(error).__name__}: {error}",
+                               retryable=retryable)
             return
         seconds = max(time.monotonic() - started, 1e-6)
         metrics.incr("landing.bytes", landed.video.size, service=self.client.service_name)

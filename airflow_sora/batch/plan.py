@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
+from airflow_sora.batch.claims import Claims
 from airflow_sora.batch.ledger import Entry, Ledger
 from airflow_sora.batch.settings import BatchSettings
 from airflow_sora.landing import ResultLander
@@ -27,7 +28,8 @@ _EXISTS_MATTERS = (None, Phase.NOT_CREATED, Phase.SUBMITTED, Phase.FINISHED, Pha
 
 class Planner:
     def __init__(self, ledger: Ledger, lander: ResultLander, settings: BatchSettings,
-                 verdicts: VerdictBook | None = None) -> None:
+                 verdicts: VerdictBook | None = None, claims: Claims | None = None) -> None:
+        self.claims = claims
         self.ledger = ledger
         self.lander = lander
         self.settings = settings
@@ -54,6 +56,9 @@ class Planner:
         for entry in open_entries:
             if self._act(entry, landed.get(entry.video.post_id)):
                 to_submit.append(entry.video.post_id)
+            elif self.claims is not None and entry.outcome is None and entry.phase in (Phase.SUBMITTED,
+                                                                                       Phase.FINISHED):
+                self.claims.claim(entry)  # paid by this run: an earlier try's claim is taken again, renewed
         return to_submit
 
     def _act(self, entry: Entry, sidecar: Sidecar | None) -> bool:

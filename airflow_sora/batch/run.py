@@ -72,11 +72,11 @@ class BatchRun:
     # the parts, in order --------------------------------------------------------------------------
     def plan_only(self) -> None:
         """What each video needs, from the durable records, paying for nothing (a resume without a ledger)."""
-        Planner(self.ledger, self.lander, self.settings, self.verdicts).plan()
+        Planner(self.ledger, self.lander, self.settings, self.verdicts, self.claims).plan()
         self._enter("waiting")
 
     def plan_and_submit(self) -> None:
-        to_submit = Planner(self.ledger, self.lander, self.settings, self.verdicts).plan()
+        to_submit = Planner(self.ledger, self.lander, self.settings, self.verdicts, self.claims).plan()
         self._enter("submitting" if to_submit else "waiting")
         self.submitter.submit_all(to_submit)
         self._enter("waiting")

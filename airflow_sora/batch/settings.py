@@ -26,7 +26,9 @@ class BatchSettings:
     retry_failed_after: float | None = 24 * 3600.0  # seconds before a video the service failed is paid again
     retry_rejected: bool = False  # pay again for a video the service refused as invalid in an earlier run
     claim_wait: float = 600.0  # how long to wait for another run paying for the same video into this folder
-    claim_ttl: float = 900.0 + 240.0  # how long a claim lasts: the wait for the service plus the landing
+    # How long a claim lasts unless renewed: the submission and the wait for the service (timeout each), plus the
+    # landing. A holder that died blocks other runs this long; a live one renews it on its next try.
+    claim_ttl: float = 2 * 900.0 + 240.0
     poll_schedule: PollSchedule = field(default_factory=PollSchedule)
     provenance: dict[str, Any] = field(default_factory=dict)
 

@@ -26,6 +26,7 @@ from airflow_sora.services.errors import (
     QuotaExceededError,
     ServiceError,
     ServiceProtocolError,
+    ServiceUnavailableError,
     SubmitOutcomeUnknownError,
     TaskFailedError,
 )
@@ -34,6 +35,7 @@ from airflow_sora.state import utcnow
 log = logging.getLogger(__name__)
 
 ACCOUNT_ERRORS = (AuthError, InsufficientCreditsError, QuotaExceededError)
+RETIRE_LOOKAHEAD = 10  # running tasks polled per look for room: enough to get past one stuck task
 _Running = deque[tuple[str, str]]  # (post id, task id) running at the service, oldest first
 
 
@@ -119,13 +121,19 @@ class Submitter:
         poll interval when none has finished yet. What a poll here learns goes into the ledger, so the task is
         never polled again."""
         limit = self.settings.max_active_submissions
-        while running and len(running) + room_needed > limit:
-            post_id, task_id = running[0]
-            status = self.client.get_status(task_id)
-            if not status.terminal:
+        looked = 0
+        for post_id, task_id in list(running):  # oldest first; a stuck task does not hide finished ones
+            if len(running) + room_needed <= limit or looked >= max(room_needed, RETIRE_LOOKAHEAD):
                 break
-            running.popleft()
-            record_status(self.ledger, self.client, post_id, status)
+            looked += 1
+            try:
+                status = self.client.get_status(task_id)
+            except ServiceError as error:  # a poll that failed says nothing: look again later
+                log.info("Polling task %s while submitting failed: %s", task_id, error)
+                continue
+            if status.terminal:
+                running.remove((post_id, task_id))
+                record_status(self.ledger, self.client, post_id, status)
         if len(running) + room_needed > limit:
             time.sleep(self.settings.poll_schedule.interval)
 
@@ -143,7 +151,10 @@ class Submitter:
             self.ledger.apply(post_id, Event.CREATE_SENT, error=None, task_id=None, result=None)
             try:
                 submission = self.client.submit(url, callback_url=self.settings.callback_url)
-            except (SubmitOutcomeUnknownError, ServiceProtocolError) as error:
+            except ServiceError as error:
+                if not _outcome_unknown(error):
+                    self._error_reply(post_id, error)
+                    return None
                 self.ledger.apply(post_id, Event.NO_REPLY, error=str(error))
                 log.error("Create for %s may have been charged without a recorded task id: %s", url, error)
                 if attempt + 1 < attempts:
@@ -151,23 +162,8 @@ class Submitter:
                     continue
                 self.ledger.settle(post_id, Settled.FAILED, error=unknown_create_message(url))
                 return None
-            except InvalidVideoUrlError as error:
-                self.ledger.apply(post_id, Event.URL_REFUSED, error=str(error))
-                self.ledger.settle(post_id, Settled.REJECTED, error=str(error))
-                return None
-            except TaskFailedError as error:  # SaveSora 5002: failed (and refunded)
-                event = Event.CREATE_FAILED_REFUNDED if error.refunded else Event.CREATE_FAILED
-                self.ledger.apply(post_id, event, error=str(error))
-                self.ledger.settle(post_id, Settled.FAILED, error=str(error))
-                return None
-            except ServiceError as error:
-                # Any other error reply means the service created nothing: safe to try again later.
-                self.ledger.apply(post_id, Event.ERROR_REPLY, error=str(error))
-                if isinstance(error, ACCOUNT_ERRORS):
-                    self.account_error = error
-                self.ledger.settle(post_id, Settled.FAILED, error=f"not submitted: {error}",
-                                   retryable=error.retryable)
-                return None
+            # The audit trail of what was paid: even if the state write below failed, the log keeps the id.
+            log.info("Created %s for %s (paid)", submission.task_id or "a finished result", url)
             if submission.result is not None:
                 self.ledger.apply(post_id, Event.RESULT_RETURNED, task_id=submission.task_id,
                                   result=submission.result, submitted_at=utcnow())
@@ -175,3 +171,29 @@ class Submitter:
             self.ledger.apply(post_id, Event.TASK_CREATED, task_id=submission.task_id, submitted_at=utcnow())
             return submission.task_id
         return None
+
+    def _error_reply(self, post_id: str, error: ServiceError) -> None:
+        """The service answered the create with an error: what it means for the video and for the money."""
+        if isinstance(error, InvalidVideoUrlError):
+            self.ledger.apply(post_id, Event.URL_REFUSED, error=str(error))
+            self.ledger.settle(post_id, Settled.REJECTED, error=str(error))
+        elif isinstance(error, TaskFailedError):  # SaveSora 5002: failed (and refunded)
+            event = Event.CREATE_FAILED_REFUNDED if error.refunded else Event.CREATE_FAILED
+            self.ledger.apply(post_id, event, error=str(error))
+            self.ledger.settle(post_id, Settled.FAILED, error=str(error))
+        else:  # any other error reply means the service created nothing: safe to try again later
+            self.ledger.apply(post_id, Event.ERROR_REPLY, error=str(error))
+            if isinstance(error, ACCOUNT_ERRORS):
+                self.account_error = error
+            self.ledger.settle(post_id, Settled.FAILED, error=f"not submitted: {error}", retryable=error.retryable)
+
+
+#: A gateway that timed out waiting for the service (504, Cloudflare's 524) passed the create on: it may have
+#: been processed and charged, like a create that got no reply at all.
+UPSTREAM_TIMEOUTS = (504, 524)
+
+
+def _outcome_unknown(error: ServiceError) -> bool:
+    if isinstance(error, (SubmitOutcomeUnknownError, ServiceProtocolError)):
+        return True
+    return isinstance(error, ServiceUnavailableError) and error.code in UPSTREAM_TIMEOUTS

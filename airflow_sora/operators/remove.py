@@ -307,7 +307,7 @@ class _BatchContext:
             landing_concurrency=op.landing_concurrency, max_active_submissions=op.max_active_submissions,
             poll_schedule=op._schedule(), max_credits=budget,
             retry_failed_after=op.retry_failed_after, retry_rejected=op.retry_rejected,
-            claim_wait=op.claim_wait, claim_ttl=op.timeout + 2 * LEASE_TTL,
+            claim_wait=op.claim_wait, claim_ttl=2 * op.timeout + 2 * LEASE_TTL,
             provenance={"airflow": {**scope.as_dict(), "try_number": getattr(ti, "try_number", None)}},
         )
         store = VideoStateStore(output, scope, service=self.client.service_name, conn_id=op.conn_id)

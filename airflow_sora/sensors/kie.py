@@ -65,6 +65,8 @@ class KieTaskSensor(BaseSensorOperator):
             if outcome is None:
                 self.log.warning("Poll of Kie task %s failed, will poke again: %s", self.kie_task_id, error)
                 return False
+            if error.retryable:  # the service kept failing: a retry of the sensor may find it back
+                raise AirflowException(f"Kie task {self.kie_task_id}: {outcome.message}") from None
             raise AirflowFailException(f"Kie task {self.kie_task_id}: {outcome.message}") from None
         self._tracker.after_round({self.kie_task_id: status}, [])
         return self._outcome(status)

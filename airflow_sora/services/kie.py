@@ -65,8 +65,8 @@ def raise_for_envelope(env: Envelope, operation: str, *, creating: bool = False)
         error = TaskFailedError(text, service=SERVICE, code=code)
     elif code == 404 and not creating:
         error = TaskNotFoundError(text, service=SERVICE, code=code)
-    elif code == 422 and creating:
-        error = InvalidVideoUrlError(text, service=SERVICE, code=code)
+    elif code == 422 and creating and "video_url" in text.lower():
+        error = InvalidVideoUrlError(text, service=SERVICE, code=code)  # a verdict on the video itself
     else:  # 400, 404, 422 elsewhere, 505 and anything undocumented
         error = RequestRejectedError(text, service=SERVICE, code=code)
     raise error

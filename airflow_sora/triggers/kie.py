@@ -139,9 +139,10 @@ class KieTaskTrigger(BaseTrigger):
         failed = sum(1 for s in done if s.state is TaskState.FAILED)
         counts = Counts(
             total=int(base.get("total", len(self.task_ids))), submitted=int(base.get("submitted", 0)),
-            running=len(tracker.pending), finished=int(base.get("finished", 0)) + len(done) - failed,
+            running=len(tracker.pending), finished=int(base.get("finished", 0)) + len(done),
             landed=int(base.get("landed", 0)), skipped=int(base.get("skipped", 0)),
             failed=int(base.get("failed", 0)) + failed, rejected=int(base.get("rejected", 0)),
+            not_submitted=int(base.get("not_submitted", 0)),
             credits=float(base.get("credits", 0.0)),
         )
         reporter.update("waiting", counts, force=force)

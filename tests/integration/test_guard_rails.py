@@ -166,11 +166,34 @@ class TestOneChargePerFolder:
         with monkeypatch.context() as patch:
             kill_on_save(patch, Phase.SUBMITTED, before=False, nth=1)
             with pytest.raises(WorkerKilled):
-                run(out, "run-a", urls=URLS[:1], timeout=0.5)  # a claim of 0.9 s
-        time.sleep(1.0)
+                run(out, "run-a", urls=URLS[:1], timeout=0.5)  # a claim of 2 x 0.5 + 2 x 0.2 = 1.4 s
+        time.sleep(1.6)
         taken = run(out, "run-b", urls=URLS[:1])
         assert taken.error is None and by_url(taken)[URLS[0]]["status"] == "landed"
         assert charges(sandbox_connections) == {URLS[0]: 2}  # the dead run's create was lost with it
+
+
+class TestUnknownOutcomes:
+    def test_a_gateway_timeout_on_a_create_is_never_repeated(self, sandbox_connections: SandboxServer,
+                                                             tmp_path: Path) -> None:
+        """A 524 (the gateway timed out waiting for the service) may hide a processed, charged create."""
+        sandbox_connections.set_faults(endpoints=["createTask"], non_json={"count": 1}, non_json_status=524)
+        result = run(f"file://{tmp_path}/out/", "gateway")
+        assert by_url(result)[URLS[0]]["status"] == "failed"
+        assert "may have been charged" in by_url(result)[URLS[0]]["error"]
+        assert creates_sent(sandbox_connections) == len(URLS)  # never sent twice
+
+    def test_a_failed_landing_keeps_the_claim_so_no_other_run_pays(self, sandbox_connections: SandboxServer,
+                                                                    tmp_path: Path) -> None:
+        out = f"file://{tmp_path}/out/"
+        sandbox_connections.set_faults(truncate_download={"count": 1})
+        first = run(out, "run-a", urls=URLS[:1])
+        assert isinstance(first.error, SoraPendingError)  # landing failed, the paid result is kept
+        other = run(out, "run-b", urls=URLS[:1], claim_wait=0.5)
+        assert isinstance(other.error, SoraPendingError) and charges(sandbox_connections) == {URLS[0]: 1}
+        retried = run(out, "run-a", try_number=2, urls=URLS[:1])
+        assert retried.error is None and by_url(retried)[URLS[0]]["status"] == "landed"
+        assert charges(sandbox_connections) == {URLS[0]: 1}
 
 
 class TestBudget:

@@ -67,3 +67,12 @@ def test_deadline_gives_a_last_look_then_times_out() -> None:
     late = WaitTracker(["a"], deadline=clock2.now, clock=clock2)
     finished = late.after_round({"a": status("a", TaskState.SUCCEEDED)}, [])
     assert finished is not None and finished.status == "success"  # the look at the deadline counts
+
+
+def test_a_few_errors_among_many_polls_do_not_end_the_wait() -> None:
+    clock = Clock()
+    tracker = WaitTracker([f"t{i}" for i in range(100)], deadline=clock.now + 600, clock=clock,
+                          max_consecutive_errors=2)
+    for _ in range(10):  # every round, 99 polls answer and one fails
+        answered = {f"t{i}": status(f"t{i}", TaskState.RUNNING) for i in range(99)}
+        assert tracker.after_round(answered, [ServiceUnavailableError("503")]) is None
