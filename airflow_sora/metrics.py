@@ -6,6 +6,7 @@ Every metric the provider emits is named here, so the README's list and the code
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 PREFIX = "sora"
@@ -28,7 +29,9 @@ METRICS: dict[str, tuple[str, str]] = {
 }
 
 
+@functools.cache
 def _stats() -> Any:
+    """Airflow's ``Stats``, resolved once (its home moved in 3.2)."""
     try:  # Airflow >= 3.2
         from airflow.sdk.observability.stats import Stats
     except ImportError:  # Airflow 3.1
