@@ -14,7 +14,7 @@ import os
 import queue
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
@@ -32,7 +32,7 @@ from airflow_sora.services.urls import is_post_id
 from airflow_sora.sidecar import SIDECAR_SCHEMA as SIDECAR_SCHEMA
 from airflow_sora.sidecar import Sidecar, SourceFile
 from airflow_sora.state import STATE_DIR, utcnow
-from airflow_sora.storage import list_sizes, publish, read_bytes_or_none, write_atomic
+from airflow_sora.storage import list_sizes, publish, read_listed, write_atomic
 
 CHUNK_SIZE = 1 << 20
 MAX_REDIRECTS = 5
@@ -107,10 +107,24 @@ class ResultLander:
         """Name -> size of everything in the output folder: one listing answers "is it here?" for a batch."""
         return list_sizes(self.output)
 
-    def read_sidecar(self, post_id: str) -> Sidecar | None:
-        """The sidecar of a landed copy of this video, if there is one and it is readable."""
-        raw = read_bytes_or_none(self.sidecar_path(post_id))
-        return Sidecar.parse(raw) if raw is not None else None
+    def landed_copies(self, post_ids: Iterable[str], *, concurrency: int = 8) -> dict[str, Sidecar]:
+        """The sidecar of every video among ``post_ids`` already landed here, by post id: one listing, then only
+        the sidecars of videos whose two files are both there. A sidecar counts only if it names the same post
+        and the size of the file beside it."""
+        sizes = self.listing()
+        wanted = [f"{p}.json" for p in post_ids if f"{p}.mp4" in sizes]
+        copies: dict[str, Sidecar] = {}
+        for name, raw in read_listed(self.output, wanted, listing=sizes, concurrency=concurrency).items():
+            post_id = name.removesuffix(".json")
+            sidecar = Sidecar.parse(raw)
+            if sidecar is not None and sidecar.post_id == post_id and sidecar.size == sizes[f"{post_id}.mp4"]:
+                copies[post_id] = sidecar
+        return copies
+
+    def landed_fields(self, post_id: str, sidecar: Sidecar) -> dict[str, Any]:
+        """What the manifest says of a video found landed (by this run or another)."""
+        return {"output_uri": str(self.video_path(post_id)), "sidecar_uri": str(self.sidecar_path(post_id)),
+                "size": sidecar.size, "sha256": sidecar.sha256, "task_id": sidecar.task_id}
 
     def lease_path(self, post_id: str) -> ObjectStoragePath:
         return self.output / STATE_DIR / "_leases" / f"{safe_object_name(post_id)}.json"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -25,12 +24,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from airflow_sora.lifecycle import Phase
 from airflow_sora.services.models import RemovalResult
-from airflow_sora.storage import list_sizes, read_bytes_or_none, write_atomic
+from airflow_sora.storage import read_bytes_or_none, read_listed, write_atomic
 from airflow_sora.videos import VideoRef
 
 STATE_DIR = "_state"
 SCHEMA_VERSION = 2  # 1: keyed by a hash of the URL, no post id, "submitted" with a result meant finished
-READ_CONCURRENCY = 8
 
 __all__ = ["SCHEMA_VERSION", "STATE_DIR", "Phase", "RunScope", "StateRecordError", "VideoRecord",
            "VideoStateStore", "utcnow"]
@@ -99,24 +97,18 @@ class VideoStateStore:
     def load_all(self, videos: Iterable[VideoRef]) -> dict[str, VideoRecord | StateRecordError | None]:
         """Every video's record by post id: one listing, then reads of only the records that exist, a few at a
         time. A fresh run costs one request however many videos it has."""
-        videos = list(videos)
-        names = list_sizes(self.root)
-        found: dict[str, ObjectStoragePath] = {}
-        for video in videos:
-            if f"{video.post_id}.json" in names:
-                found[video.post_id] = self.path_for(video.post_id)
-            elif (legacy := _legacy_name(video.url)) in names:
-                found[video.post_id] = self.root / legacy
-        with ThreadPoolExecutor(READ_CONCURRENCY, thread_name_prefix="sora-state") as pool:
-            loaded = dict(zip(found, pool.map(self._read, found.values()), strict=True))
-        by_post = {video.post_id: video for video in videos}
-        return {video.post_id: (self._check(loaded[video.post_id], by_post[video.post_id], found[video.post_id])
-                                if video.post_id in loaded else None) for video in videos}
+        names = {video.post_id: (video, f"{video.post_id}.json", _legacy_name(video.url)) for video in videos}
+        raws = read_listed(self.root, [n for _, current, legacy in names.values() for n in (current, legacy)])
+        loaded: dict[str, VideoRecord | StateRecordError | None] = {}
+        for post_id, (video, current, legacy) in names.items():
+            name = current if current in raws else legacy  # a version 1 record only where no current one is
+            loaded[post_id] = self._check(raws[name], video, self.root / name) if name in raws else None
+        return loaded
 
     def load(self, video: VideoRef) -> VideoRecord | None:
         """One video's record (raises ``StateRecordError`` for one this try must not act on)."""
         path = self.path_for(video.post_id)
-        record = self._check(self._read(path), video, path)
+        record = self._check(read_bytes_or_none(path), video, path)
         if isinstance(record, StateRecordError):
             raise record
         return record
@@ -132,10 +124,6 @@ class VideoStateStore:
         return record
 
     # internals ------------------------------------------------------------------------------------
-    @staticmethod
-    def _read(path: ObjectStoragePath) -> bytes | None:
-        return read_bytes_or_none(path)
-
     def _check(self, raw: bytes | None, video: VideoRef, path: ObjectStoragePath
                ) -> VideoRecord | StateRecordError | None:
         if raw is None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
@@ -22,12 +21,11 @@ from pydantic import BaseModel, ValidationError
 
 from airflow_sora.lifecycle import PastVerdict
 from airflow_sora.state import STATE_DIR, utcnow
-from airflow_sora.storage import delete_if_present, list_sizes, read_bytes_or_none, write_atomic
+from airflow_sora.storage import delete_if_present, read_listed, write_atomic
 
 log = logging.getLogger(__name__)
 
 VERDICTS_DIR = "_verdicts"
-READ_CONCURRENCY = 8
 
 
 class Verdict(BaseModel):
@@ -64,21 +62,16 @@ class VerdictBook:
         self.root = output / STATE_DIR / VERDICTS_DIR
 
     def load(self, post_ids: Iterable[str]) -> dict[str, Verdict]:
-        names = list_sizes(self.root)
-        present = [p for p in post_ids if f"{p}.json" in names]
-        if not present:
-            return {}
-        with ThreadPoolExecutor(READ_CONCURRENCY, thread_name_prefix="sora-verdicts") as pool:
-            raws = dict(zip(present, pool.map(lambda p: read_bytes_or_none(self.root / f"{p}.json"), present),
-                            strict=True))
+        raws = read_listed(self.root, [f"{p}.json" for p in post_ids])
         verdicts: dict[str, Verdict] = {}
-        for post_id, raw in raws.items():
+        for name, raw in raws.items():
+            post_id = name.removesuffix(".json")
             try:
-                verdict = Verdict.model_validate_json(raw) if raw is not None else None
+                verdict = Verdict.model_validate_json(raw)
             except ValidationError:
-                log.warning("Ignoring the unreadable verdict %s", self.root / f"{post_id}.json")
+                log.warning("Ignoring the unreadable verdict %s", self.root / name)
                 continue
-            if verdict is not None and verdict.post_id == post_id:
+            if verdict.post_id == post_id:
                 verdicts[post_id] = verdict
         return verdicts
 

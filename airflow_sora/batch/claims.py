@@ -18,6 +18,7 @@ from airflow_sora.landing import ResultLander
 from airflow_sora.lease import LEASE_TTL
 from airflow_sora.lifecycle import Phase, Settled
 from airflow_sora.manifest import VideoStatus
+from airflow_sora.sidecar import Sidecar
 from airflow_sora.verdicts import VerdictBook
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,8 @@ class Claims:
         waiting = [e for e in self.ledger.entries.values() if e.outcome is None and e.claimed_by is not None]
         deadline = time.monotonic() + self.wait
         while waiting:
-            sizes = self.lander.listing()
-            waiting = [e for e in waiting if not self._settled_by_holder(e, sizes)]
+            landed = self.lander.landed_copies(e.video.post_id for e in waiting)
+            waiting = [e for e in waiting if not self._settled_by_holder(e, landed)]
             if waiting and time.monotonic() >= deadline:
                 for entry in waiting:
                     self.ledger.settle(entry.video.post_id, Settled.FAILED, retryable=True, error=(
@@ -75,27 +76,24 @@ class Claims:
             if waiting:
                 time.sleep(self.poll)
 
-    def _skipped_if_landed(self, entry: Entry, sizes: dict[str, int]) -> bool:
+    def _skipped_if_landed(self, entry: Entry, landed: dict[str, Sidecar]) -> bool:
         post_id = entry.video.post_id
-        if f"{post_id}.mp4" in sizes and f"{post_id}.json" in sizes:
-            sidecar = self.lander.read_sidecar(post_id)
-            if sidecar is not None and sidecar.post_id == post_id and sidecar.size == sizes[f"{post_id}.mp4"]:
-                self.ledger.settle(post_id, Settled.SKIPPED, output_uri=str(self.lander.video_path(post_id)),
-                                   sidecar_uri=str(self.lander.sidecar_path(post_id)), size=sidecar.size,
-                                   sha256=sidecar.sha256, task_id=sidecar.task_id)
-                return True
-        return False
+        if post_id not in landed:
+            return False
+        self.ledger.settle(post_id, Settled.SKIPPED, **self.lander.landed_fields(post_id, landed[post_id]))
+        return True
 
-    def _settled_by_holder(self, entry: Entry, sizes: dict[str, int]) -> bool:
+    def _settled_by_holder(self, entry: Entry, landed: dict[str, Sidecar]) -> bool:
         post_id = entry.video.post_id
-        if self._skipped_if_landed(entry, sizes):
+        if self._skipped_if_landed(entry, landed):
             return True
         holder = (entry.claimed_by or {}).get("holder")
         current = self.lander.read_claim(post_id)
         alive = current is not None and float(current.get("expires_at", 0)) > time.time()
         if alive and current is not None and current.get("holder") == holder:
             return False  # the holder is still at it
-        if current is not None and current.get("landed") and self._skipped_if_landed(entry, self.lander.listing()):
+        if current is not None and current.get("landed") and self._skipped_if_landed(
+                entry, self.lander.landed_copies([post_id])):
             return True  # it landed between our listing and this read
         verdict = self.verdicts.load([post_id]).get(post_id)
         if verdict is not None:

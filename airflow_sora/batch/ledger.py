@@ -172,7 +172,8 @@ class Ledger:
 
     # deferral -------------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
-        """What a resume after deferral needs, so it does not plan again (small: no results, no Nones)."""
+        """What a resume after deferral needs, so it does not plan again (no Nones; the results a finished
+        video carries, so it lands without asking the service again)."""
         with self._lock:
             return {post_id: {"record": e.record.model_dump(mode="json", exclude_none=True, exclude={"scope"})
                               if e.record else None,

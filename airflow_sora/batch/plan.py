@@ -8,7 +8,6 @@ to do with each video. Videos that need nothing more are settled here; the rest 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 from airflow_sora.batch.claims import Claims
 from airflow_sora.batch.ledger import Entry, Ledger
@@ -96,9 +95,7 @@ class Planner:
     def _settle(self, entry: Entry, status: Settled, reason: str | None, sidecar: Sidecar | None) -> None:
         post_id = entry.video.post_id
         if status in (Settled.SKIPPED, Settled.LANDED) and sidecar is not None:
-            self.ledger.settle(post_id, status, output_uri=str(self.lander.video_path(post_id)),
-                               sidecar_uri=str(self.lander.sidecar_path(post_id)), size=sidecar.size,
-                               sha256=sidecar.sha256, task_id=sidecar.task_id)
+            self.ledger.settle(post_id, status, **self.lander.landed_fields(post_id, sidecar))
         elif reason == "unknown":
             self.ledger.settle(post_id, status, error=unknown_create_message(entry.video.url))
         elif reason == "verdict" and post_id in self._verdicts:
@@ -111,20 +108,9 @@ class Planner:
             self.ledger.settle(post_id, status, error=reason)
 
     def _landed_copies(self, entries: list[Entry]) -> dict[str, Sidecar]:
-        """The sidecar of every video already landed in the output folder, where the decision depends on it.
-
-        One listing says which post ids have both files; only those sidecars are read, and a sidecar counts
-        only if it names the same post and the size of the file beside it.
-        """
+        """The sidecar of every video already landed in the output folder, where the decision depends on it."""
         candidates = [e.video.post_id for e in entries if e.phase in _EXISTS_MATTERS]
         if not candidates or (self.settings.if_exists == "overwrite"
                               and all(e.phase in (None, Phase.NOT_CREATED) for e in entries)):
             return {}
-        sizes = self.lander.listing()
-        present = [p for p in candidates if f"{p}.mp4" in sizes and f"{p}.json" in sizes]
-        if not present:
-            return {}
-        with ThreadPoolExecutor(max(1, self.settings.plan_concurrency), thread_name_prefix="sora-plan") as pool:
-            sidecars = dict(zip(present, pool.map(self.lander.read_sidecar, present), strict=True))
-        return {p: s for p, s in sidecars.items()
-                if s is not None and s.post_id == p and s.size == sizes[f"{p}.mp4"]}
+        return self.lander.landed_copies(candidates, concurrency=self.settings.plan_concurrency)

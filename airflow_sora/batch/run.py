@@ -8,7 +8,6 @@ person watching the log informed.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -117,7 +116,7 @@ class BatchRun:
 
     # deferral -------------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
-        return {"stage_started": time.time(), "videos": self.ledger.snapshot()}
+        return {"videos": self.ledger.snapshot()}
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         self.ledger.restore(snapshot.get("videos") or {})
