@@ -40,12 +40,21 @@ class Counts:
         return self.landed + self.skipped + self.failed + self.rejected + self.not_submitted
 
 
+def _stage_progress(counts: Counts) -> tuple[int, int, int]:
+    """Videos past each stage of the pipeline: submitted, finished at the service, settled."""
+    no_service = counts.skipped + counts.rejected + counts.not_submitted
+    return (min(counts.total, counts.submitted + no_service), min(counts.total, counts.finished + no_service),
+            counts.settled)
+
+
 def progress_line(stage: str, counts: Counts, seconds_left: float | None) -> str:
     n = counts.total
     parts = [f"{counts.landed}/{n} landed"]
     if counts.skipped:
         parts.append(f"{counts.skipped} skipped")
-    parts.append(f"{counts.failed + counts.rejected} failed")
+    parts.append(f"{counts.failed} failed")
+    if counts.rejected:  # named as the closing line names them
+        parts.append(f"{counts.rejected} rejected")
     if counts.not_submitted:
         parts.append(f"{counts.not_submitted} not submitted")
     parts.append(f"{counts.submitted}/{n} submitted")
@@ -68,6 +77,7 @@ class ProgressReporter:
         self._clock = clock
         self._started = clock()
         self._stage: str | None = None
+        self._baseline: Counts | None = None  # the counts at the first line: pace is measured from there
         self._last_line = float("-inf")
         self._lock = threading.Lock()
 
@@ -82,18 +92,34 @@ class ProgressReporter:
             if not force and stage == self._stage and now - self._last_line < self.interval:
                 return False
             self._stage, self._last_line = stage, now
+            if self._baseline is None:
+                self._baseline, self._started = counts, now
         self.log.info("%s", progress_line(stage, counts, self.seconds_left(counts)))
         return True
 
     def seconds_left(self, counts: Counts) -> float | None:
-        """The rest of the work at the pace measured so far. A video is two halves of work: done at the service,
-        then settled (landed, or reported); both count, so the estimate moves while tasks finish."""
+        """The rest of the work at the pace measured since the first line.
+
+        A batch is a pipeline of three stages (submitted, finished at the service, settled), and the slowest one
+        sets the end: each stage that has moved is projected at its own pace, and the estimate is the latest of
+        them. Videos that needed no service work (skipped, rejected, held back) count as done in every stage.
+        Work done before the first line (an earlier try, videos settled while planning) is not pace.
+        """
+        base = self._baseline
         elapsed = self._clock() - self._started
-        done = max(counts.finished, counts.settled) + counts.settled
-        if not done or elapsed <= 0 or not counts.total:
+        if base is None or elapsed <= 0:
             return None
-        fraction = min(1.0, done / (2 * counts.total))
-        return max(0.0, elapsed * (1 - fraction) / fraction)
+        estimates: list[float] = []
+        for now_done, then_done in zip(_stage_progress(counts), _stage_progress(base), strict=True):
+            remaining, moved = counts.total - now_done, now_done - then_done
+            if remaining <= 0:
+                continue
+            if moved <= 0:
+                if not estimates:  # the first unfinished stage has not moved yet: too early to tell
+                    return None
+                continue  # a later stage that has not started follows the one before it
+            estimates.append(remaining * elapsed / moved)
+        return max(estimates, default=0.0)
 
     @contextmanager
     def ticking(self, stage: Callable[[], str], counts: Callable[[], Counts]) -> Iterator[None]:

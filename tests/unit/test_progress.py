@@ -35,12 +35,23 @@ def test_a_line_at_every_stage_change_and_at_least_every_interval(caplog: pytest
 def test_the_line_gives_counts_out_of_n_credits_and_time_left() -> None:
     clock = Clock()
     reporter = ProgressReporter(logging.getLogger("t"), clock=clock)
+    reporter.update("submitting", Counts(total=500, submitted=100, running=80, finished=60, landed=20))
     clock.now = 10.0
     counts = Counts(total=500, submitted=500, running=100, finished=400, landed=37, failed=3, credits=5000)
     line = progress_line("landing", counts, reporter.seconds_left(counts))
-    # 440 of 1000 half-steps done in 10 s: 560 more take about 12.7 s
+    # settling is the slowest stage: 20 settled in 10 s, 460 to go, about 230 s
     assert line == ("Sora progress [landing]: 37/500 landed, 3 failed, 500/500 submitted, 100 running, "
-                    "400/500 finished at the service; 5000 credits charged; about 13 s left")
+                    "400/500 finished at the service; 5000 credits charged; about 230 s left")
+
+
+def test_while_submitting_the_pace_of_submission_sets_the_estimate() -> None:
+    """Videos settled before the first line (a URL rejected before any call) are not pace."""
+    clock = Clock()
+    reporter = ProgressReporter(logging.getLogger("t"), clock=clock)
+    reporter.update("submitting", Counts(total=62, rejected=1))
+    assert reporter.seconds_left(Counts(total=62, rejected=1)) is None  # nothing has moved yet
+    clock.now = 15.0
+    assert reporter.seconds_left(Counts(total=62, rejected=1, submitted=30, running=30)) == pytest.approx(15.5)
 
 
 def test_no_estimate_before_anything_settled() -> None:
