@@ -23,6 +23,7 @@ import httpx
 from airflow.sdk import ObjectStoragePath
 
 from airflow_sora import __version__
+from airflow_sora.exceptions import LandingError
 from airflow_sora.lease import LandingLease
 from airflow_sora.netguard import PinnedTransport, Resolver, check_url_scheme, resolve_checked, system_resolve
 from airflow_sora.services.errors import ResultDownloadError, ResultLinkExpiredError
@@ -32,7 +33,7 @@ from airflow_sora.services.urls import is_post_id
 from airflow_sora.sidecar import SIDECAR_SCHEMA as SIDECAR_SCHEMA
 from airflow_sora.sidecar import Sidecar, SourceFile
 from airflow_sora.state import STATE_DIR, utcnow
-from airflow_sora.storage import list_sizes, publish, read_listed, write_atomic
+from airflow_sora.storage import delete_if_present, list_sizes, publish, read_listed, write_atomic
 
 CHUNK_SIZE = 1 << 20
 MAX_REDIRECTS = 5
@@ -73,6 +74,11 @@ class LandedVideo:
     video: LandedObject
     sidecar_uri: str
     source: LandedObject | None = None
+
+
+class SidecarNotPublishedError(LandingError):
+    """The video was published but its sidecar could not be: the video was withdrawn (retryable: a retry lands
+    the pair from the known result, free)."""
 
 
 class ResultLander:
@@ -185,8 +191,28 @@ class ResultLander:
             **provenance,
         )
         sidecar_path = self.sidecar_path(post_id)
-        write_atomic(sidecar_path, sidecar.to_json())
+        try:
+            write_atomic(sidecar_path, sidecar.to_json())
+        except Exception as error:
+            raise self._withdrawn(sidecar_path, error, video, source) from error
         return LandedVideo(video=video, sidecar_uri=str(sidecar_path), source=source)
+
+    def _withdrawn(self, sidecar_path: ObjectStoragePath, error: Exception, *published: LandedObject | None
+                   ) -> LandingError:
+        """A video is never left visible without its sidecar: take back what this landing published."""
+        left = []
+        for landed in filter(None, published):
+            target = self.output / landed.uri.rsplit("/", 1)[-1]
+            try:
+                delete_if_present(target)
+            except Exception as failure:
+                left.append(f"{target.name} ({type(failure).__name__}: {failure})")
+        why = f"its sidecar {sidecar_path.name} could not be published ({type(error).__name__}: {error})"
+        if left:
+            return SidecarNotPublishedError(f"{why}, and withdrawing the video failed too, so these are left "
+                                            f"without a sidecar until a retry lands the pair: {', '.join(left)}")
+        return SidecarNotPublishedError(f"{why}; the video was withdrawn, and a retry lands the pair from the "
+                                        "known result without paying again")
 
     def download(self, url: str, target: ObjectStoragePath, *,
                  refresh: Callable[[str], str] | None = None) -> LandedObject:

@@ -76,7 +76,7 @@ class LandingLease:
             stop.set()
             renewer.join()
             if landed or not keep_on_failure:
-                self.release(landed=landed)
+                self.release_quietly(landed=landed)
 
     def acquire(self) -> None:
         deadline = time.monotonic() + self.wait
@@ -119,6 +119,15 @@ class LandingLease:
                                                 "expires_at": 0}).encode())
         else:
             delete_if_present(self.path)
+
+    def release_quietly(self, *, landed: bool = False) -> None:
+        """``release``, but a store that fails it only delays others: the lease expires by itself, and a landing
+        (or its failure) is never reported differently because its lease could not be put down."""
+        try:
+            self.release(landed=landed)
+        except Exception as error:
+            log.warning("Could not release the landing lease %s (%s: %s); it expires by itself", self.path,
+                        type(error).__name__, error)
 
     def read(self) -> dict[str, Any] | None:
         raw = read_bytes_or_none(self.path)

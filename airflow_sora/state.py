@@ -119,8 +119,9 @@ class VideoStateStore:
         record = record.model_copy(update={"updated_at": utcnow(), "scope": self.scope.as_dict(),
                                            "schema_version": SCHEMA_VERSION, "service": self.service,
                                            "conn_id": self.conn_id})
-        write_atomic(self.path_for(post_id),
-                     json.dumps(record.model_dump(mode="json"), indent=1).encode())
+        # ``outlast``: a record lost after a paid create leaves a video a retry may not land (never pays for).
+        write_atomic(self.path_for(post_id), json.dumps(record.model_dump(mode="json"), indent=1).encode(),
+                     outlast=True)
         return record
 
     # internals ------------------------------------------------------------------------------------

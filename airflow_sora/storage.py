@@ -2,13 +2,18 @@
 
 Local paths publish by ``os.replace`` of a temporary file in the same folder; S3 through a multipart upload
 completed only once everything is verified; other remote stores through fsspec with ``autocommit=False``.
-An aborted write never leaves a partial object at the final key.
+An aborted write, or a commit that fails (a full disk fails the flush, a store the completion), never leaves a
+partial object at the final key nor its temporary file beside it.
+
+Reads tell "absent" (None, an empty listing) from "could not read" (an exception): a read that failed is never
+taken for "nothing is there", which would pay again. Transient store errors are retried (``storeretry``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import uuid
 from collections.abc import Iterable, Iterator
@@ -18,6 +23,9 @@ from typing import IO, Any, Protocol
 from airflow.sdk import ObjectStoragePath
 
 from airflow_sora.multipart import DEFAULT_PART_SIZE, ConcurrentMultipartUpload, S3Call
+from airflow_sora.storeretry import POLICY, error_code, is_transient, retrying, unavailable
+
+log = logging.getLogger(__name__)
 
 LOCAL_PROTOCOLS = {"file", "local", ""}
 #: Multipart part size for remote stores: bounds the memory a landing holds, whatever the file size.
@@ -51,7 +59,9 @@ def s3_api_for(path: ObjectStoragePath) -> S3Call | None:
     """A thread-safe S3 API caller for an ``s3://`` path, built from the path's Airflow connection.
 
     A plain (synchronous) boto3 client: its calls run truly in parallel in threads, unlike calls funnelled
-    through s3fs's single event loop. None for other stores, or without the Amazon provider.
+    through s3fs's single event loop. It retries transient errors itself (botocore's standard mode, see
+    ``storeretry``); one it still gets at the end raises ``StoreUnavailableError`` naming the bucket and the
+    call. None for other stores, or without the Amazon provider.
     """
     if protocol_of(path) not in ("s3", "s3a", "s3n"):
         return None
@@ -59,7 +69,30 @@ def s3_api_for(path: ObjectStoragePath) -> S3Call | None:
         client = _s3_client(conn_id_of(path))
     except ImportError:
         return None
-    return lambda method, **kwargs: getattr(client, method)(**kwargs)
+
+    def call(method: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(client, method)(**kwargs)
+        except Exception as error:
+            if is_transient(error):
+                raise unavailable(f"S3 bucket {kwargs.get('Bucket')!r}", _s3_operation(method, kwargs), error,
+                                  _max_attempts(client)) from error
+            raise
+
+    return call
+
+
+def _s3_operation(method: str, kwargs: dict[str, Any]) -> str:
+    where = kwargs.get("Key", kwargs.get("Prefix", ""))
+    upload = f" (upload {kwargs['UploadId']})" if "UploadId" in kwargs else ""
+    return f"{method} {where!r}{upload}"
+
+
+def _max_attempts(client: Any) -> int:
+    retries = getattr(client.meta.config, "retries", None) or {}
+    if "total_max_attempts" in retries:
+        return int(retries["total_max_attempts"])
+    return int(retries.get("max_attempts", 4)) + 1  # botocore counts retries there, not attempts
 
 
 def conn_id_of(path: ObjectStoragePath) -> str | None:
@@ -75,10 +108,17 @@ def conn_id_of(path: ObjectStoragePath) -> str | None:
 
 @functools.lru_cache(maxsize=8)
 def _s3_client(conn_id: str | None) -> Any:
-    """One client per connection per process (clients are thread-safe and cost ~0.1 s to build)."""
+    """One client per connection per process (clients are thread-safe and cost ~0.1 s to build), in
+    botocore's standard retry mode unless the connection's extras configure retries of their own."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from botocore.config import Config
 
-    return S3Hook(aws_conn_id=conn_id).get_conn()
+    configured = S3Hook(aws_conn_id=conn_id).conn_config.botocore_config
+    if configured is not None and getattr(configured, "retries", None):
+        return S3Hook(aws_conn_id=conn_id).get_conn()
+    retries = Config(retries=POLICY.botocore_retries())
+    config = configured.merge(retries) if configured is not None else retries
+    return S3Hook(aws_conn_id=conn_id, config=config).get_conn()
 
 
 class Publication:
@@ -105,8 +145,13 @@ class Publication:
         self._sink.commit()
 
     def discard(self) -> None:
-        with contextlib.suppress(Exception):
+        """Never raises: what could not be removed is logged (an S3 upload left in progress is freed by the
+        bucket's ``AbortIncompleteMultipartUpload`` rule, if it has one)."""
+        try:
             self._sink.discard()
+        except Exception as error:
+            log.warning("Could not discard the unfinished write of %s: %s: %s", self.target,
+                        type(error).__name__, error)
 
 
 class _Sink(Protocol):
@@ -136,8 +181,14 @@ class _LocalFile:
         self.handle.close()
 
     def discard(self) -> None:
-        self.handle.close()
-        os.unlink(self.temp)
+        """Unlink even when closing fails (closing flushes, which fails again on a full disk)."""
+        try:
+            self.handle.close()
+        except OSError:
+            pass  # the descriptor is closed even when the flush before it failed
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.temp)
 
 
 class _FsspecFile:
@@ -152,25 +203,45 @@ class _FsspecFile:
         self.handle.commit()
 
     def discard(self) -> None:
-        self.handle.discard()  # aborts the multipart upload
-        self.handle.closed = True  # nothing left to flush
+        try:
+            self.handle.discard()  # aborts the multipart upload
+        finally:
+            self.handle.closed = True  # nothing left to flush
 
 
 @contextlib.contextmanager
 def publish(target: ObjectStoragePath) -> Iterator[Publication]:
-    """Commit on a clean exit, discard on any exception."""
+    """Commit on a clean exit; discard on any exception, the commit's own included."""
     publication = Publication(target)
     try:
         yield publication
+        publication.commit()
     except BaseException:
         publication.discard()
         raise
-    publication.commit()
 
 
-def write_atomic(target: ObjectStoragePath, data: bytes) -> None:
-    with publish(target) as publication:
-        publication.write(data)
+def write_atomic(target: ObjectStoragePath, data: bytes, *, outlast: bool = False) -> None:
+    """The whole object or nothing, retried as a whole on transient errors (S3: by botocore, per call).
+
+    ``outlast``: keep trying after the store's own retries gave up (the record of a paid create).
+    """
+    def write() -> None:
+        with publish(target) as publication:
+            publication.write(data)
+
+    if s3_api_for(target) is not None and not outlast:
+        write()
+        return
+    retrying(write, store=store_name(target), operation=f"writing {target.name}", outlast=outlast)
+
+
+def store_name(path: ObjectStoragePath) -> str:
+    """How errors name a store: its protocol and bucket or folder, never credentials."""
+    if is_local(path):
+        return "local folder " + os.path.dirname(fs_path(path))
+    bucket = fs_path(path).partition("/")[0]
+    return f"{protocol_of(path)} bucket {bucket!r}"
 
 
 def create_exclusive(target: ObjectStoragePath, data: bytes) -> bool:
@@ -191,7 +262,7 @@ def create_exclusive(target: ObjectStoragePath, data: bytes) -> bool:
                 return False
             raise
         return True
-    if target.exists():
+    if size_or_none(target) is not None:  # not ``exists()``: fsspec's answers False when it could not look
         return False
     write_atomic(target, data)
     return True
@@ -205,20 +276,18 @@ def has_exclusive_create(target: ObjectStoragePath) -> bool:
 def _link_exclusive(final: str, data: bytes) -> bool:
     """A complete temporary file, then ``os.link``: the name appears whole or not at all, and never twice."""
     local = _LocalFile(final)
-    local.write(data)
-    local.close_synced()
     try:
+        local.write(data)
+        local.close_synced()
         os.link(local.temp, final)
     except FileExistsError:
         return False
     finally:
-        os.unlink(local.temp)
+        local.discard()  # the temporary file goes, whether the link was made or the disk was full
     return True
 
 
-def _s3_error_code(error: Exception) -> str:
-    response = getattr(error, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
+_s3_error_code = error_code
 
 
 def delete_if_present(target: ObjectStoragePath) -> None:
@@ -227,33 +296,52 @@ def delete_if_present(target: ObjectStoragePath) -> None:
         bucket, key = bucket_and_key(target)
         s3("delete_object", Bucket=bucket, Key=key)
         return
-    with contextlib.suppress(FileNotFoundError):
-        target.unlink()
+
+    def delete() -> None:
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+
+    retrying(delete, store=store_name(target), operation=f"deleting {target.name}")
 
 
 def read_bytes_or_none(path: ObjectStoragePath) -> bytes | None:
-    """The object's bytes, or None if there is none.
+    """The object's bytes, or None if there is none; a read that failed raises, never answers None.
 
     S3 objects are read with one GET: fsspec's read (a HEAD, then a GET bound to the ETag it saw) fails when
-    the object is rewritten between the two, as a lease being renewed is.
+    the object is rewritten between the two, as a lease being renewed is. A body cut short is read again
+    (botocore retries the request, not the body).
     """
     if (s3 := s3_api_for(path)) is not None:
         bucket, key = bucket_and_key(path)
+
+        def get() -> bytes | None:
+            try:
+                return bytes(s3("get_object", Bucket=bucket, Key=key)["Body"].read())
+            except Exception as error:  # botocore's ClientError, without importing botocore here
+                if _s3_error_code(error) in ("NoSuchKey", "404"):
+                    return None
+                raise
+
+        return retrying(get, store=store_name(path), operation=f"reading {path.name}")
+
+    def read() -> bytes | None:
         try:
-            return bytes(s3("get_object", Bucket=bucket, Key=key)["Body"].read())
-        except Exception as error:  # botocore's ClientError, without importing botocore here
-            if _s3_error_code(error) in ("NoSuchKey", "404"):
-                return None
-            raise
-    try:
-        return bytes(path.read_bytes())
-    except FileNotFoundError:
-        return None
+            return bytes(path.read_bytes())
+        except FileNotFoundError:
+            return None
+
+    return retrying(read, store=store_name(path), operation=f"reading {path.name}")
 
 
 def list_sizes(folder: ObjectStoragePath) -> dict[str, int]:
     """Name -> size of every object directly in ``folder`` (empty if there is none): one listing call per
-    thousand objects, instead of one request per object a batch asks about."""
+    thousand objects, instead of one request per object a batch asks about. A listing that failed raises."""
+    if s3_api_for(folder) is not None:
+        return _list_sizes(folder)
+    return retrying(lambda: _list_sizes(folder), store=store_name(folder), operation="listing the folder")
+
+
+def _list_sizes(folder: ObjectStoragePath) -> dict[str, int]:
     if (s3 := s3_api_for(folder)) is not None:
         bucket, key = bucket_and_key(folder)
         prefix = key.rstrip("/") + "/" if key else ""
@@ -295,8 +383,12 @@ def read_listed(folder: ObjectStoragePath, names: Iterable[str], *, listing: dic
 
 
 def size_or_none(path: ObjectStoragePath) -> int | None:
-    try:
-        info: dict[str, Any] = path.fs.info(fs_path(path))
-    except FileNotFoundError:
-        return None
-    return int(info.get("size") or 0)
+    """The object's size, None if there is none; a look that failed raises."""
+    def info() -> int | None:
+        try:
+            found: dict[str, Any] = path.fs.info(fs_path(path))
+        except FileNotFoundError:
+            return None
+        return int(found.get("size") or 0)
+
+    return retrying(info, store=store_name(path), operation=f"looking up {path.name}")

@@ -79,8 +79,14 @@ class VerdictBook:
                reason: str, run: dict[str, Any]) -> None:
         verdict = Verdict(post_id=post_id, video_url=video_url, service=service, kind=kind, reason=reason,
                           at=utcnow(), run=run)
-        write_atomic(self.root / f"{post_id}.json", json.dumps(verdict.model_dump(mode="json"), indent=1).encode())
+        write_atomic(self.root / f"{post_id}.json", json.dumps(verdict.model_dump(mode="json"), indent=1).encode(),
+                     outlast=True)  # a verdict lost is a video paid for again by the next run
 
     def forget(self, post_id: str) -> None:
-        """The video landed after all: the old verdict no longer holds."""
-        delete_if_present(self.root / f"{post_id}.json")
+        """The video landed after all: the old verdict no longer holds. A store that fails the delete changes
+        nothing that costs money (a landed video is skipped before any verdict is looked at)."""
+        try:
+            delete_if_present(self.root / f"{post_id}.json")
+        except Exception as error:
+            log.warning("Could not forget the verdict on %s (%s: %s); the video is landed, so it is skipped anyway",
+                        post_id, type(error).__name__, error)

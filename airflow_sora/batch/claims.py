@@ -19,6 +19,7 @@ from airflow_sora.lease import LEASE_TTL
 from airflow_sora.lifecycle import Phase, Settled
 from airflow_sora.manifest import VideoStatus
 from airflow_sora.sidecar import Sidecar
+from airflow_sora.storeretry import StoreUnavailableError
 from airflow_sora.verdicts import VerdictBook
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,11 @@ class Claims:
         waiting = [e for e in self.ledger.entries.values() if e.outcome is None and e.claimed_by is not None]
         deadline = time.monotonic() + self.wait
         while waiting:
-            landed = self.lander.landed_copies(e.video.post_id for e in waiting)
-            waiting = [e for e in waiting if not self._settled_by_holder(e, landed)]
+            try:
+                landed = self.lander.landed_copies(e.video.post_id for e in waiting)
+                waiting = [e for e in waiting if not self._settled_by_holder(e, landed)]
+            except StoreUnavailableError as error:  # could not look: not "not there", so look again later
+                log.warning("Looking for the files other runs are landing failed (%s); looking again", error)
             if waiting and time.monotonic() >= deadline:
                 for entry in waiting:
                     self.ledger.settle(entry.video.post_id, Settled.FAILED, retryable=True, error=(
@@ -112,5 +116,9 @@ class Claims:
             unpaid = entry.record is None or entry.phase in (Phase.NOT_CREATED, Phase.REJECTED)
             if (entry.claim_token is not None and outcome is not None and outcome.status in _GIVEN_UP
                     and (unpaid or not outcome.retryable)):
-                self.lander.unclaim(entry.video.post_id, entry.claim_token)
+                try:
+                    self.lander.unclaim(entry.video.post_id, entry.claim_token)
+                except Exception as error:  # the claim expires by itself; the outcomes stand
+                    log.warning("Could not give up the claim on %s (%s: %s); it expires by itself",
+                                entry.video.url, type(error).__name__, error)
                 entry.claim_token = None
