@@ -55,12 +55,14 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-sora",
         "name": "Sora watermark removal",
-        "description": "Remove the visible watermark from OpenAI Sora videos through Kie.ai or SaveSora and "
-        "land the clean files, with provenance sidecars, in any object storage.",
+        "description": "Remove the visible watermark from OpenAI Sora videos through Kie.ai or SaveSora, or "
+        "on the worker with the local engine, and land the clean files, with provenance sidecars, in any object "
+        "storage.",
         "versions": [__version__],
         "integrations": [
             {"integration-name": "Kie.ai", "external-doc-url": "https://docs.kie.ai", "tags": ["service"]},
             {"integration-name": "SaveSora", "external-doc-url": "https://savesora.com", "tags": ["service"]},
+            {"integration-name": "Sora local engine", "tags": ["software"]},
         ],
         "hooks": [
             {"integration-name": "Kie.ai", "python-modules": ["airflow_sora.hooks.kie"]},
@@ -68,6 +70,7 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "operators": [
             {"integration-name": "Kie.ai", "python-modules": ["airflow_sora.operators.remove"]},
+            {"integration-name": "Sora local engine", "python-modules": ["airflow_sora.operators.local"]},
         ],
         "sensors": [
             {"integration-name": "Kie.ai", "python-modules": ["airflow_sora.sensors.kie"]},

@@ -70,3 +70,15 @@ def input_datasets(video_urls: Iterable[str]) -> list[Dataset]:
     from airflow.providers.common.compat.openlineage.facet import Dataset
 
     return [Dataset(namespace=SORA_NAMESPACE, name=url.split("sora.chatgpt.com", 1)[-1]) for url in video_urls]
+
+
+def source_datasets(paths: Iterable[str]) -> list[Dataset]:
+    """Files or folders read (the local engine's sources), named as the output prefix is; a file's name keeps
+    no trailing slash."""
+    datasets = []
+    for path in paths:
+        dataset = output_dataset(path)
+        if not path.endswith("/") and dataset.name not in ("", "/"):
+            dataset.name = dataset.name.rstrip("/")
+        datasets.append(dataset)
+    return datasets

@@ -26,6 +26,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "sora.landing.bytes": ("counter", "bytes of video landed"),
     "sora.landing.throughput": ("gauge", "MB/s of one landed video, download to publication"),
     "sora.balance": ("gauge", "the account's credit balance after a run"),
+    "sora.local.files.<status>": ("counter", "files by final status in the local engine's runs: landed, no_mark, "
+                                             "skipped, failed"),
+    "sora.local.frames": ("counter", "frames the local engine worked through"),
+    "sora.local.fps": ("gauge", "frames per second of one file the local engine cleaned, decode to encode"),
+    "sora.local.seconds": ("timer", "the local engine's time on one file"),
 }
 
 

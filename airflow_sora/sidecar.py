@@ -1,7 +1,9 @@
 """The provenance sidecar: one JSON document beside every landed video, telling downstream users what they hold.
 
 One model serves the three places that touch it: landing writes it, ``if_exists`` reads it to decide whether
-a video is already here, and the catalog example DAG lists it.
+a video is already here, and the catalog example DAG lists it. Videos cleaned by the local engine use the same
+model (service ``local``) with two more sections, ``engine`` and ``mark``; both are optional, so sidecars
+written before them still parse.
 """
 
 from __future__ import annotations
@@ -18,6 +20,31 @@ class SourceFile(BaseModel):
     file: str
     sha256: str
     size: int
+
+
+class EngineInfo(BaseModel):
+    """Which local engine cleaned the file, and how: enough to reproduce or re-judge the output."""
+
+    name: str
+    version: str
+    settings: dict[str, Any] = {}
+
+
+class MarkFindings(BaseModel):
+    """What the local engine found: whether there was a mark, where (segments of frames where it held still,
+    and a summary of the per-frame positions) and how sure it is. ``found`` False: the file landed unchanged."""
+
+    model_config = ConfigDict(extra="allow")  # the engine's report may grow; nothing it says is dropped
+
+    found: bool
+    frames: int
+    marked_frames: int = 0
+    confidence: float = 0.0
+    segments: list[dict[str, Any]] = []
+    positions: dict[str, Any] = {}
+    audio_kept: bool = False
+    c2pa_kept: bool = False
+    seconds: float = 0.0
 
 
 class Sidecar(BaseModel):
@@ -42,6 +69,9 @@ class Sidecar(BaseModel):
     watermark_removed_by: str
     landed_at: str
     provider: str
+    engine: EngineInfo | None = None  # the local engine only
+    mark: MarkFindings | None = None  # the local engine only
+    c2pa_manifest: str | None = None  # the source's C2PA manifest, landed beside the video under this name
 
     def to_json(self) -> bytes:
         data = self.model_dump(mode="json", by_alias=False)

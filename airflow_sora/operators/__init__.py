@@ -1,5 +1,6 @@
-"""Operators: the watermark remover, for one URL or many."""
+"""Operators: the watermark remover through a service, for one URL or many, and the local engine's."""
 
+from airflow_sora.operators.local import SoraLocalWatermarkRemoverOperator
 from airflow_sora.operators.remove import SoraWatermarkRemoverOperator
 
-__all__ = ["SoraWatermarkRemoverOperator"]
+__all__ = ["SoraLocalWatermarkRemoverOperator", "SoraWatermarkRemoverOperator"]
