@@ -1,0 +1,212 @@
+"""Streams in, frames out: PyAV decodes and encodes with the FFmpeg bundled in its wheel (no system ffmpeg).
+
+Frames travel as YUV 4:2:0 planes (luma, then the two half-size chroma planes): the mark is removed in the
+colour space the file is stored in, so nothing is converted to RGB and back. Audio is remuxed packet by
+packet, never re-encoded. Every frame keeps its timestamp, so the output has the input's frame rate and count.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+import numpy as np
+
+from airflow_sora.local.errors import NotAVideoError
+from airflow_sora.local.settings import EngineSettings
+
+DISCLOSURE = "AI-generated (OpenAI Sora)"
+# The UUID of the box that carries C2PA content credentials in an ISO-BMFF file (C2PA spec, 11.3.4).
+C2PA_UUID = bytes.fromhex("d8fec3d61b0e483c92975828877ec481")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the engine needs to know of an input before it reads a frame."""
+
+    path: str
+    width: int
+    height: int
+    fps: float
+    frames: int  # from the container header; an estimate when the header has none
+    has_audio: bool
+
+
+@dataclass
+class Planes:
+    """One frame as writable YUV 4:2:0 planes, with the timestamp it had in the input."""
+
+    y: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    pts: int | None
+    time_base: Fraction | None
+
+
+def probe(path: str | os.PathLike[str]) -> VideoInfo:
+    """Open ``path`` and describe its video stream, or raise ``NotAVideoError`` naming the file."""
+    name = os.fspath(path)
+    try:
+        with av.open(name) as container:
+            if not container.streams.video:
+                raise NotAVideoError(f"{name}: has no video stream; give the engine an .mp4 with a video track")
+            stream = container.streams.video[0]
+            ctx = stream.codec_context
+            if not ctx.width or not ctx.height:
+                raise NotAVideoError(f"{name}: the video stream has no frame size; the file may be damaged")
+            rate = stream.average_rate or stream.guessed_rate or Fraction(30)
+            frames = stream.frames
+            if not frames and stream.duration and stream.time_base:
+                frames = round(float(stream.duration * stream.time_base) * float(rate))
+            return VideoInfo(name, ctx.width, ctx.height, float(rate), int(frames or 0),
+                             bool(container.streams.audio))
+    except NotAVideoError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise NotAVideoError(f"{name}: is not a video the engine can read ({_reason(exc)}); "
+                             "check that it is a complete .mp4") from exc
+
+
+def iter_planes(path: str, *, threads: int = 0, stop_after: int | None = None) -> Iterator[Planes]:
+    """Decode every frame of the first video stream (read-only planes are fine for analysis passes)."""
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            _thread(stream, threads)
+            for index, frame in enumerate(container.decode(stream)):
+                if stop_after is not None and index >= stop_after:
+                    return
+                yield to_planes(frame)
+    except av.FFmpegError as exc:
+        raise NotAVideoError(f"{path}: decoding failed ({_reason(exc)}); the file may be truncated") from exc
+
+
+def to_planes(frame: av.VideoFrame) -> Planes:
+    if frame.format.name != "yuv420p":
+        frame = frame.reformat(format="yuv420p")
+    height, width = frame.height, frame.width
+    packed = frame.to_ndarray()  # (h * 3/2, w): Y, then U and V each (h/2, w/2) packed row by row
+    y = packed[:height]
+    chroma = packed[height:].reshape(2, height // 2, width // 2)
+    return Planes(y, chroma[0], chroma[1], frame.pts, frame.time_base)
+
+
+def from_planes(planes: Planes) -> av.VideoFrame:
+    height, width = planes.y.shape
+    packed = np.concatenate([planes.y.reshape(-1), planes.u.reshape(-1), planes.v.reshape(-1)])
+    frame = av.VideoFrame.from_ndarray(packed.reshape(height * 3 // 2, width), format="yuv420p")
+    frame.pts = planes.pts
+    if planes.time_base is not None:
+        frame.time_base = planes.time_base
+    return frame
+
+
+def transcode(src: str, dst: str, settings: EngineSettings, edit: Callable[[int, Planes], None],
+              *, metadata: dict[str, str] | None = None) -> int:
+    """Decode ``src``, let ``edit`` change each frame's planes in place, encode to ``dst`` with the audio
+    remuxed; returns the number of frames written. Timestamps and the audio packets pass through unchanged."""
+    try:
+        with av.open(src) as inp, av.open(dst, "w", format="mp4") as out:
+            vin = inp.streams.video[0]
+            _thread(vin, settings.threads)
+            ain = inp.streams.audio[0] if inp.streams.audio else None
+            vout = _video_stream(out, vin, settings)
+            aout = out.add_stream_from_template(ain) if ain is not None else None
+            out.metadata.update(container_metadata(inp.metadata, metadata))
+            written = 0
+            for packet in inp.demux(*(s for s in (vin, ain) if s is not None)):
+                if packet.stream is vin:
+                    for frame in packet.decode():
+                        planes = to_planes(frame)
+                        planes.y, planes.u, planes.v = planes.y.copy(), planes.u.copy(), planes.v.copy()
+                        edit(written, planes)
+                        out.mux(vout.encode(from_planes(planes)))
+                        written += 1
+                elif packet.dts is not None and aout is not None:
+                    packet.stream = aout
+                    out.mux(packet)
+            out.mux(vout.encode(None))
+            return written
+    except av.FFmpegError as exc:
+        raise NotAVideoError(f"{src}: decoding or encoding failed ({_reason(exc)}); "
+                             "the file may be truncated") from exc
+
+
+def _video_stream(out: Any, vin: Any, settings: EngineSettings) -> Any:
+    rate = vin.average_rate or vin.guessed_rate or Fraction(30)
+    stream = out.add_stream("libx264", rate=rate)
+    stream.width, stream.height = vin.codec_context.width, vin.codec_context.height
+    stream.pix_fmt = "yuv420p"
+    stream.time_base = vin.time_base  # keep the input's timestamps exactly
+    stream.options = {"crf": str(settings.crf), "preset": settings.preset}
+    if settings.threads:
+        stream.codec_context.thread_count = settings.threads
+    return stream
+
+
+def container_metadata(source: dict[str, str], extra: dict[str, str] | None) -> dict[str, str]:
+    """The source's tags, the disclosure that the video is AI-generated, and what the caller adds."""
+    tags = {k: v for k, v in source.items() if k.lower() in ("title", "artist", "date", "creation_time")}
+    tags["comment"] = f"{DISCLOSURE}. Visible watermark removed by airflow-provider-sora."
+    tags["description"] = DISCLOSURE
+    tags.update(extra or {})
+    return tags
+
+
+def read_c2pa(path: str) -> bytes | None:
+    """The C2PA manifest store a file carries in its top-level ``uuid`` box, or None.
+
+    Re-encoding cannot keep the box valid (it binds the original bytes), so the engine keeps it beside the
+    output: the credentials still say where the video came from.
+    """
+    with open(path, "rb") as handle:
+        while True:
+            header = handle.read(8)
+            if len(header) < 8:
+                return None
+            size, kind = struct.unpack(">I4s", header)
+            header_size = 8
+            if size == 1:
+                size = struct.unpack(">Q", handle.read(8))[0]
+                header_size = 16
+            elif size == 0:  # to the end of the file
+                size = os.fstat(handle.fileno()).st_size - handle.tell() + 8
+            if size < header_size:
+                return None
+            body_size = size - header_size
+            if kind == b"uuid" and body_size >= 16:
+                body = handle.read(body_size)
+                if body[:16] == C2PA_UUID:
+                    return _c2pa_manifest(body[16:])
+            else:
+                handle.seek(body_size, os.SEEK_CUR)
+
+
+def _c2pa_manifest(payload: bytes) -> bytes | None:
+    """Skip version/flags, the purpose string and (for a manifest box) the Merkle offset."""
+    rest = payload[4:]
+    purpose, sep, rest = rest.partition(b"\0")
+    if not sep or purpose != b"manifest":
+        return None
+    return rest[8:] or None
+
+
+def _thread(stream: Any, threads: int) -> None:
+    stream.thread_type = "AUTO"
+    if threads:
+        stream.codec_context.thread_count = threads
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def copy_unchanged(src: str, dst: str) -> None:
+    """A file with no mark is never re-encoded: its bytes go through as they are."""
+    shutil.copyfile(src, dst)

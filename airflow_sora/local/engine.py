@@ -1,0 +1,185 @@
+"""One file in, one clean file out: scan, learn, render, each a pass over the frames with bounded memory.
+
+1. Scan: where and when the mark holds still (``find.Scanner``), from a small copy of each frame.
+2. Learn: full-resolution crops of each segment's region, with the mark and (from other segments' frames)
+   without it; the matte is fitted from them (``matte.learn``). Memory is bounded by crop counts.
+3. Render: decode, find the mark in each frame at its segment's placement, restore (``fill``), encode with
+   the audio remuxed (``codec.transcode``).
+Decoding is cheap next to encoding, so three decodes cost less than keeping frames in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from airflow_sora import __version__
+from airflow_sora.local import codec
+from airflow_sora.local.errors import NotAVideoError
+from airflow_sora.local.fill import PRESENT_SCORE, SegmentPlan, fade_gains, plan_segment, presence, restore
+from airflow_sora.local.find import WINDOW, Box, CoarseSegment, Scanner
+from airflow_sora.local.matte import Matte, Samples, learn, still_background
+from airflow_sora.local.report import CleanReport, MarkSegment
+from airflow_sora.local.settings import EngineSettings
+
+ENGINE = f"airflow-provider-sora local engine {__version__}"
+Progress = Callable[[str, int, int], None]
+EDGE = 2 * WINDOW + 4  # frames around a coarse segment's ends where the mark may still be, or fading
+LEARN_PAD = 12  # pixels around a coarse box kept for learning
+MARKED_PER_SEGMENT = 16
+UNMARKED_PER_SEGMENT = 12
+PROGRESS_EVERY = 10
+
+
+def clean_file(src: str | os.PathLike[str], dst: str | os.PathLike[str],
+               settings: EngineSettings | None = None, *, progress: Progress | None = None) -> CleanReport:
+    """Remove the mark from ``src`` into ``dst`` (an .mp4); a file with no mark is copied unchanged.
+
+    Raises ``NotAVideoError`` (naming the file) for a file that is not a readable video.
+    """
+    settings = settings or EngineSettings()
+    source, target = os.fspath(src), os.fspath(dst)
+    started = time.monotonic()
+    info = codec.probe(source)
+    tick = _Ticker(progress, info.frames)
+    scanner = Scanner(info.width, info.height)
+    for planes in codec.iter_planes(source, threads=settings.threads):
+        scanner.add(planes.y)
+        tick("scan", scanner.frames)
+    if scanner.frames == 0:
+        raise NotAVideoError(f"{source}: the video stream has no frames; the file may be truncated")
+    tick.total = scanner.frames
+    report = CleanReport(frames=scanner.frames, width=info.width, height=info.height, fps=round(info.fps, 3),
+                         mark_found=False, positions=[None] * scanner.frames, audio_kept=info.has_audio,
+                         engine=ENGINE, settings=settings.as_dict())
+    coarse = scanner.segments()
+    matte, samples = _learn(source, coarse, info, settings, tick) if coarse else (None, [])
+    if matte is None:
+        codec.copy_unchanged(source, target)
+    else:
+        plans = [plan_segment(matte, placement, samples[i].segment.start, samples[i].segment.end,
+                              (info.width, info.height), _still(samples[i]))
+                 for i, placement in sorted(matte.placements.items())]
+        _render(source, target, settings, matte, plans, report, tick)
+        report.mark_found = report.marked_frames > 0
+        report.segments = _segments(report.positions, plans, matte)
+        report.confidence = round(float(np.mean([s.confidence for s in report.segments])), 3) if report.segments \
+            else 0.0
+        if not report.mark_found:  # the matte fitted nothing frame by frame: never hand back a re-encode
+            codec.copy_unchanged(source, target)
+    credentials = codec.read_c2pa(source)
+    if credentials:
+        Path(target + ".c2pa").write_bytes(credentials)
+        report.c2pa_kept = True
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+def _learn(source: str, coarse: list[CoarseSegment], info: codec.VideoInfo, settings: EngineSettings,
+           tick: _Ticker) -> tuple[Matte | None, list[Samples]]:
+    """One pass keeping crops of every segment's region: frames with the mark there, and frames without."""
+    samples = [Samples(s, s.box.padded(LEARN_PAD, info.width, info.height).even()) for s in coarse]
+    wanted: dict[int, list[tuple[Samples, bool]]] = {}
+    for sample in samples:
+        s = sample.segment
+        for frame in _spread(range(s.start, s.end + 1), MARKED_PER_SEGMENT):
+            wanted.setdefault(frame, []).append((sample, True))
+        elsewhere = [f for o in coarse if o.box.iou(sample.region) == 0 for f in range(o.start, o.end + 1)]
+        for frame in _spread(elsewhere, UNMARKED_PER_SEGMENT):
+            wanted.setdefault(frame, []).append((sample, False))
+    last = max(wanted) if wanted else -1
+    for index, planes in enumerate(codec.iter_planes(source, threads=settings.threads, stop_after=last + 1)):
+        for sample, marked in wanted.get(index, ()):
+            ys, xs = sample.region.slices()
+            if marked:
+                sample.marked.append(planes.y[ys, xs].copy())
+            else:
+                sample.unmarked.append(planes.y[ys, xs].copy())
+                cys, cxs = sample.region.half().slices()
+                sample.unmarked_chroma.append((planes.u[cys, cxs].copy(), planes.v[cys, cxs].copy()))
+        tick("learn", index + 1)
+    return learn(samples), samples
+
+
+def _still(sample: Samples) -> tuple[np.ndarray, np.ndarray, np.ndarray, Box] | None:
+    luma = still_background(sample)
+    if luma is None:
+        return None
+    u = np.median(np.stack([c[0] for c in sample.unmarked_chroma]), axis=0)
+    v = np.median(np.stack([c[1] for c in sample.unmarked_chroma]), axis=0)
+    return luma, u, v, sample.region
+
+
+def _render(source: str, target: str, settings: EngineSettings, matte: Matte, plans: list[SegmentPlan],
+            report: CleanReport, tick: _Ticker) -> None:
+    support = matte.support()
+
+    def edit(index: int, planes: codec.Planes) -> None:
+        best: tuple[float, SegmentPlan] | None = None
+        for plan in plans:
+            if plan.start - EDGE <= index <= plan.end + EDGE:
+                score = presence(planes.y, plan)
+                if score >= PRESENT_SCORE and (best is None or score > best[0]):
+                    best = (score, plan)
+        if best is not None:
+            plan = best[1]
+            near_edge = index < plan.start + EDGE or index > plan.end - EDGE
+            ys, xs = plan.region.slices()
+            gains = fade_gains(planes.y[ys, xs], plan) if near_edge else [1.0] * len(plan.parts)
+            if max(gains) > 0:
+                restore(planes.y, planes.u, planes.v, plan, gains)
+                report.positions[index] = _corner(plan, support)
+                report.marked_frames += 1
+        tick("render", index + 1)
+
+    written = codec.transcode(source, target, settings, edit)
+    report.frames = written
+
+
+def _corner(plan: SegmentPlan, support: Box) -> tuple[float, float]:
+    """The visible mark's top-left corner in the frame, as the report gives positions."""
+    return round(plan.placement.x + support.x, 2), round(plan.placement.y + support.y, 2)
+
+
+def _segments(positions: list[tuple[float, float] | None], plans: list[SegmentPlan], matte: Matte
+              ) -> list[MarkSegment]:
+    """Runs of frames where the mark was found at one placement, as the sidecar reports them."""
+    support = matte.support()
+    scores = {_corner(p, support): p.placement.score for p in plans}
+    segments: list[MarkSegment] = []
+    start = None
+    for index in range(len(positions) + 1):
+        here = positions[index] if index < len(positions) else None
+        if start is not None and (here is None or here != positions[start]):
+            x, y = positions[start]  # type: ignore[misc]
+            segments.append(MarkSegment(start, index - 1, x, y, support.w, support.h,
+                                        round(scores.get((x, y), 0.0), 3)))
+            start = None
+        if here is not None and start is None:
+            start = index
+    return segments
+
+
+def _spread(frames: range | list[int], count: int) -> list[int]:
+    """Up to ``count`` frames evenly spread over ``frames``."""
+    items = list(frames)
+    if len(items) <= count:
+        return items
+    picks = np.linspace(0, len(items) - 1, count).round().astype(int)
+    return [items[i] for i in sorted(set(picks.tolist()))]
+
+
+class _Ticker:
+    """Calls the progress callback every few frames and at the end of each pass."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress = progress
+        self.total = total
+
+    def __call__(self, stage: str, done: int) -> None:
+        if self.progress is not None and (done % PROGRESS_EVERY == 0 or done == self.total):
+            self.progress(stage, done, max(self.total, done))

@@ -1,0 +1,156 @@
+"""Restore what is under the mark in one frame, best source first.
+
+1. The same place seen while the mark was elsewhere, where the shot holds still there (exact content).
+2. Reverse alpha blending where the mark is translucent: ``content = (observed - a*255) / (1 - a)``; noise
+   grows as ``1 / (1 - a)``, so it serves the soft edges and thin strokes.
+3. Spatial inpainting (Telea) only for the near-opaque core that neither of the above can give.
+Chroma follows the same steps at half resolution (a white mark pulls chroma towards neutral, 128).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from airflow_sora.local.find import Box, detail, high_pass, match
+from airflow_sora.local.matte import Matte, Placement
+
+CORE_ALPHA = 0.6  # above this, reverse blending amplifies noise more than inpainting errs
+PRESENT_SCORE = 0.3  # the frame's detail correlates at least this well with the mark's: it is there
+
+
+@dataclass
+class SegmentPlan:
+    """Everything rendering needs for one segment, on the frame's own pixel grid."""
+
+    start: int
+    end: int
+    placement: Placement
+    region: Box  # even-aligned, so chroma planes have the same region at half size
+    parts: list[np.ndarray]  # the alpha of each part of the mark over the region
+    template: np.ndarray  # the mark's detail over the region, for the presence test
+    still: tuple[np.ndarray, np.ndarray, np.ndarray] | None  # Y, U, V of the region without the mark
+    white: float = 255.0
+    part_details: list[np.ndarray] = field(default_factory=list)  # each part's alpha detail, for its gain
+    rings: list[np.ndarray] = field(default_factory=list)  # pixels just around each part, for the headroom
+
+    @property
+    def alpha(self) -> np.ndarray:
+        return np.sum(self.parts, axis=0)
+
+
+def plan_segment(matte: Matte, placement: Placement, start: int, end: int, frame_size: tuple[int, int],
+                 still: tuple[np.ndarray, np.ndarray, np.ndarray, Box] | None) -> SegmentPlan:
+    """Resample the matte onto the frame grid at the segment's sub-pixel placement."""
+    width, height = frame_size
+    x0 = max(0, (int(np.floor(placement.x)) - 2) // 2 * 2)
+    y0 = max(0, (int(np.floor(placement.y)) - 2) // 2 * 2)
+    x1 = min(width, (int(np.ceil(placement.x)) + matte.width + 3 + 1) // 2 * 2)
+    y1 = min(height, (int(np.ceil(placement.y)) + matte.height + 3 + 1) // 2 * 2)
+    region = Box(x0, y0, x1 - x0, y1 - y0)
+    shift = np.array([[1, 0, placement.x - x0], [0, 1, placement.y - y0]], np.float32)
+    parts = []
+    for label in range(1, int(matte.parts.max()) + 1):
+        part = np.where(matte.parts == label, matte.alpha, 0.0).astype(np.float32)
+        if part.any():
+            parts.append(cv2.warpAffine(part, shift, (region.w, region.h), flags=cv2.INTER_LINEAR))
+    alpha = np.sum(parts, axis=0)
+    template = high_pass(alpha * matte.white, 2.0)
+    touched = cv2.dilate((alpha > 0.004).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    rings = [(cv2.dilate((p > 0.004).astype(np.uint8), np.ones((11, 11), np.uint8)) > 0) & ~touched for p in parts]
+    return SegmentPlan(start, end, placement, region, parts, template, _still_in(still, region), matte.white,
+                       [detail(p, 2.0) for p in parts], rings)
+
+
+def _still_in(still: tuple[np.ndarray, np.ndarray, np.ndarray, Box] | None, region: Box
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Cut the region out of the still background the learning pass kept (over a larger, even region)."""
+    if still is None:
+        return None
+    y, u, v, around = still
+    dx, dy = region.x - around.x, region.y - around.y
+    if dx < 0 or dy < 0 or dx + region.w > around.w or dy + region.h > around.h:
+        return None
+    return (y[dy:dy + region.h, dx:dx + region.w], u[dy // 2:(dy + region.h) // 2, dx // 2:(dx + region.w) // 2],
+            v[dy // 2:(dy + region.h) // 2, dx // 2:(dx + region.w) // 2])
+
+
+def presence(luma: np.ndarray, plan: SegmentPlan) -> float:
+    """How well the frame's detail around the placement matches the mark's (within a pixel either way)."""
+    r = plan.region
+    y0, x0 = max(0, r.y - 1), max(0, r.x - 1)
+    around = luma[y0:r.y + r.h + 1, x0:r.x + r.w + 1]
+    found = match(high_pass(around, 2.0), plan.template)
+    return found[2] if found is not None else 0.0
+
+
+def fade_gains(luma_region: np.ndarray, plan: SegmentPlan) -> list[float]:
+    """Each part's strength in this frame (parts fade before a jump), 0 to 1.
+
+    Over locally smooth content, the mark's detail in the frame is ``gain * (white - content)`` times the
+    detail of its alpha: project the frame's detail onto the part's, divide by the headroom measured on the
+    ring around the part.
+    """
+    observed = luma_region.astype(np.float32)
+    frame_detail = detail(observed, 2.0)
+    gains = []
+    for part_detail, ring in zip(plan.part_details, plan.rings, strict=True):
+        power = float(np.sum(part_detail * part_detail))
+        headroom = plan.white - float(np.median(observed[ring])) if ring.any() else 0.0
+        if power <= 0 or headroom <= 8:
+            gains.append(1.0)
+            continue
+        gain = float(np.sum(frame_detail * part_detail)) / power / headroom
+        gains.append(0.0 if gain < 0.1 else 1.0 if gain > 0.9 else gain)
+    return gains
+
+
+def restore(y: np.ndarray, u: np.ndarray, v: np.ndarray, plan: SegmentPlan, gains: list[float]) -> None:
+    """Remove the mark from the frame's planes in place."""
+    r = plan.region
+    alpha = np.minimum(np.tensordot(np.asarray(gains, np.float32), np.stack(plan.parts), axes=1), 0.97)
+    ys, xs = r.slices()
+    observed = y[ys, xs].astype(np.float32)
+    core = (alpha > CORE_ALPHA) | ((observed >= plan.white - 3) & (alpha > 0.25))
+    luma, use_still = _restore_plane(observed, alpha, core, plan.white, plan.still[0] if plan.still else None)
+    y[ys, xs] = luma
+    cys, cxs = slice(r.y // 2, (r.y + r.h) // 2), slice(r.x // 2, (r.x + r.w) // 2)
+    half = (r.w // 2, r.h // 2)
+    alpha_c = cv2.resize(alpha, half, interpolation=cv2.INTER_AREA)
+    core_c = cv2.resize(cv2.dilate(core.astype(np.uint8), np.ones((2, 2), np.uint8)), half,
+                        interpolation=cv2.INTER_NEAREST) > 0
+    for plane, index in ((u, 1), (v, 2)):
+        still = plan.still[index] if (plan.still is not None and use_still) else None
+        plane[cys, cxs], _ = _restore_plane(plane[cys, cxs].astype(np.float32), alpha_c, core_c, 128.0, still,
+                                            trust_still=use_still)
+
+
+def _restore_plane(observed: np.ndarray, alpha: np.ndarray, core: np.ndarray, white: float,
+                   still: np.ndarray | None, *, trust_still: bool | None = None) -> tuple[np.ndarray, bool]:
+    """One plane: reverse blending on the translucent part, then the still background or inpainting for the
+    core. Returns the plane and whether the still background was used (chroma follows luma's choice)."""
+    touched = alpha > 0.004
+    restored = observed.copy()
+    soft = touched & ~core
+    restored[soft] = (observed[soft] - white * alpha[soft]) / (1.0 - alpha[soft])
+    use_still = False
+    if still is not None:
+        if trust_still is None:
+            ring = ~cv2.dilate(touched.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+            agree = float(np.mean(np.abs(observed[ring] - still[ring]))) if ring.any() else np.inf
+            checked = soft & (alpha < 0.3)
+            moved = float(np.mean(np.abs(restored[checked] - still[checked]) > 18)) if checked.any() else 1.0
+            use_still = agree < 5.0 and moved < 0.1
+        else:
+            use_still = trust_still
+    if use_still and still is not None:
+        strong = alpha > 0.3
+        restored[strong] = still[strong]
+    elif core.any():
+        image = np.clip(restored + 0.5, 0, 255).astype(np.uint8)
+        mask = cv2.dilate(core.astype(np.uint8), np.ones((3, 3), np.uint8))
+        filled = cv2.inpaint(image, mask, 3, cv2.INPAINT_TELEA)
+        restored[mask > 0] = filled[mask > 0]
+    return np.clip(restored + 0.5, 0, 255).astype(np.uint8), use_still

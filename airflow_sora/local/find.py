@@ -1,0 +1,212 @@
+"""Where the mark is: coarse segments from one cheap pass, then its exact position in each frame.
+
+The mark is bright, translucent structure that holds still for seconds while the content moves under it,
+then jumps. The scan keeps, per short window of frames, the mean of the positive high-pass of a small copy
+of the luma; a low percentile of those windows over the whole video is the scene's own steady structure,
+and what stands above it for several windows in a row, in one compact blob, is the mark. Nothing here knows
+the mark's shape, size, positions or timing in advance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+WINDOW = 8  # frames averaged into one window of the scan
+SCAN_WIDTH = 320  # the scan works on a copy about this wide
+PERSIST = 3  # windows in a row a blob must hold still to count (moving content does not)
+MIN_SEGMENT_WINDOWS = 3  # a segment shorter than this (~0.8 s at 30 fps) is not the mark
+
+
+@dataclass(frozen=True)
+class Box:
+    x: int
+    y: int
+    w: int
+    h: int
+
+    def scaled(self, factor: float) -> Box:
+        return Box(round(self.x * factor), round(self.y * factor), round(self.w * factor), round(self.h * factor))
+
+    def padded(self, pad: int, width: int, height: int) -> Box:
+        x0, y0 = max(0, self.x - pad), max(0, self.y - pad)
+        x1, y1 = min(width, self.x + self.w + pad), min(height, self.y + self.h + pad)
+        return Box(x0, y0, x1 - x0, y1 - y0)
+
+    def even(self) -> Box:
+        """Widened to even corners, so the half-size chroma planes cover exactly the same pixels."""
+        x0, y0 = self.x // 2 * 2, self.y // 2 * 2
+        x1, y1 = (self.x + self.w + 1) // 2 * 2, (self.y + self.h + 1) // 2 * 2
+        return Box(x0, y0, x1 - x0, y1 - y0)
+
+    def half(self) -> Box:
+        return Box(self.x // 2, self.y // 2, self.w // 2, self.h // 2)
+
+    def iou(self, other: Box) -> float:
+        ix = max(0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))
+        iy = max(0, min(self.y + self.h, other.y + other.h) - max(self.y, other.y))
+        inter = ix * iy
+        union = self.w * self.h + other.w * other.h - inter
+        return inter / union if union else 0.0
+
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.y, self.y + self.h), slice(self.x, self.x + self.w)
+
+
+@dataclass(frozen=True)
+class CoarseSegment:
+    """Frames ``start``..``end`` (inclusive) where the scan saw the mark hold still inside ``box`` (full-frame
+    pixels, padded by the scan's resolution); ``strength`` ranks segments for learning the matte."""
+
+    start: int
+    end: int
+    box: Box
+    strength: float
+
+
+def scan_scale(width: int) -> int:
+    return max(1, round(width / SCAN_WIDTH))
+
+
+def detail(luma: np.ndarray, sigma: float) -> np.ndarray:
+    """Signed detail: the luma less its blur. Moving content averages out over a window; the mark's stays."""
+    small = luma.astype(np.float32)
+    return small - cv2.GaussianBlur(small, (0, 0), sigma)
+
+
+def high_pass(luma: np.ndarray, sigma: float) -> np.ndarray:
+    """Positive detail: what is brighter than its surroundings (the mark adds light, never removes it)."""
+    return np.maximum(detail(luma, sigma), 0.0)
+
+
+class Scanner:
+    """Feed it every frame's luma once (``add``); ``segments()`` says where the mark held still, and when."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.scale = scan_scale(width)
+        self.size = (width // self.scale, height // self.scale)
+        self.width, self.height = width, height
+        self._sum = np.zeros(self.size[::-1], np.float32)
+        self._count = 0
+        self.windows: list[np.ndarray] = []
+        self.frames = 0
+
+    def add(self, luma: np.ndarray) -> None:
+        small = cv2.resize(luma, self.size, interpolation=cv2.INTER_AREA)
+        self._sum += detail(small, 2.0)
+        self._count += 1
+        self.frames += 1
+        if self._count == WINDOW:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._count:
+            self.windows.append(np.maximum(self._sum / self._count, 0.0).astype(np.float16))
+            self._sum[:] = 0
+            self._count = 0
+
+    def segments(self) -> list[CoarseSegment]:
+        self._flush()
+        if len(self.windows) < MIN_SEGMENT_WINDOWS:
+            return []
+        stack = np.stack(self.windows).astype(np.float32)
+        evidence = _steady_evidence(stack)
+        blobs = [_blob(e) for e in evidence]
+        return self._group(blobs)
+
+    def _group(self, blobs: list[tuple[Box, float] | None]) -> list[CoarseSegment]:
+        segments: list[CoarseSegment] = []
+        run: list[tuple[int, Box, float]] = []
+
+        def close_run() -> None:
+            if len(run) >= MIN_SEGMENT_WINDOWS:
+                boxes = np.array([(b.x, b.y, b.x + b.w, b.y + b.h) for _, b, _ in run], np.float32)
+                x0, y0 = np.median(boxes[:, 0]), np.median(boxes[:, 1])
+                x1, y1 = np.median(boxes[:, 2]), np.median(boxes[:, 3])
+                box = Box(int(x0), int(y0), int(x1 - x0) + 1, int(y1 - y0) + 1).scaled(self.scale)
+                box = box.padded(2 * self.scale + 2, self.width, self.height)
+                start = run[0][0] * WINDOW
+                end = min(self.frames - 1, (run[-1][0] + 1) * WINDOW - 1)
+                segments.append(CoarseSegment(start, end, box, float(np.median([s for _, _, s in run]))))
+            run.clear()
+
+        for index, blob in enumerate(blobs):
+            if blob is None:
+                close_run()
+                continue
+            if run and blob[0].iou(run[-1][1]) < 0.3:
+                close_run()
+            run.append((index, blob[0], blob[1]))
+        close_run()
+        return segments
+
+
+def _steady_evidence(stack: np.ndarray) -> np.ndarray:
+    """Per window, detail above the scene's own steady structure that also held for ``PERSIST`` windows.
+
+    The scene's steady structure is a low percentile over all windows: the mark sits at any one place for a
+    part of the video only (it jumps), so it does not raise that percentile, while a still background does.
+    """
+    background = np.percentile(stack, 25, axis=0)
+    above = np.maximum(stack - background, 0.0)
+    if len(above) >= PERSIST:  # a running minimum over time: moving content does not stay in place
+        held = np.minimum.reduce([above[i:len(above) - PERSIST + 1 + i] for i in range(PERSIST)])
+        pad_front = (PERSIST - 1) // 2
+        pad_back = PERSIST - 1 - pad_front
+        above = np.concatenate([held[:1].repeat(pad_front, 0), held, held[-1:].repeat(pad_back, 0)])
+    return above
+
+
+def _blob(evidence: np.ndarray) -> tuple[Box, float] | None:
+    """The one compact, strong cluster of steady detail in a window, or None if nothing stands out."""
+    noise = float(np.median(evidence)) + 1.4826 * float(np.median(np.abs(evidence - np.median(evidence))))
+    level = max(4.0, 6.0 * noise)
+    mask = (evidence > level).astype(np.uint8)
+    if not mask.any():
+        return None
+    height, width = evidence.shape
+    close = max(3, width // 60)
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (close * 2, close))
+    closed = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
+    best: tuple[Box, float] | None = None
+    for label in range(1, count):
+        x, y, w, h, area = (int(v) for v in stats[label])
+        if w < width * 0.04 or h < 3 or w > width * 0.6 or h > height * 0.5 or area < 12:
+            continue
+        energy = float(evidence[labels == label].sum())
+        if best is None or energy > best[1]:
+            best = (Box(x, y, w, h), energy)
+    if best is None or best[1] < 40 * level:
+        return None
+    return best
+
+
+def match(detail_region: np.ndarray, template: np.ndarray) -> tuple[float, float, float] | None:
+    """Where ``template`` best fits in ``detail_region`` (both already high-passed): (x, y, score), sub-pixel.
+
+    A normalised correlation: the background's brightness and the mark's fade change the score little, its
+    shape is what is matched. A parabola through the peak gives the fraction. None if the template is larger.
+    """
+    if detail_region.shape[0] < template.shape[0] or detail_region.shape[1] < template.shape[1]:
+        return None
+    scores = cv2.matchTemplate(detail_region.astype(np.float32), template.astype(np.float32),
+                               cv2.TM_CCOEFF_NORMED)
+    _, best, _, (px, py) = cv2.minMaxLoc(scores)
+    return px + _vertex(scores[py, px - 1:px + 2]), py + _vertex(scores[py - 1:py + 2, px]), float(best)
+
+
+def _vertex(row: np.ndarray) -> float:
+    if row.size != 3:
+        return 0.0
+    left, mid, right = (float(v) for v in row)
+    denom = left - 2 * mid + right
+    return 0.0 if denom >= 0 else max(-0.5, min(0.5, 0.5 * (left - right) / denom))
+
+
+def frames_of(segments: Iterable[CoarseSegment], frame: int, margin: int) -> list[CoarseSegment]:
+    """The segments whose span, widened by ``margin`` frames, covers ``frame`` (two at a jump)."""
+    return [s for s in segments if s.start - margin <= frame <= s.end + margin]

@@ -1,0 +1,215 @@
+"""The mark's alpha map, learned from the video itself.
+
+Every frame of a segment carries the same mark over different content: ``observed = a * 255 + (1 - a) *
+content``. With an estimate of the content under it (the same place seen while the mark was elsewhere, if the
+shot is still there; else the surroundings filled inwards), a least-squares fit over many frames gives ``a``
+per pixel; errors of single estimates average out as the content changes. Segments are aligned to one another
+on the mark's own detail, so every segment adds frames to one matte, placed sub-pixel in each segment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from airflow_sora.local.find import Box, CoarseSegment, detail, high_pass, match
+
+MATCH_SIGMA = 2.0
+MIN_ALIGN_SCORE = 0.45  # a segment whose detail matches the reference worse is not this mark
+ALPHA_MAX = 0.97
+WHITE_RANGE = (160.0, 255.0)  # the mark's brightest level, searched per video
+
+
+@dataclass
+class Samples:
+    """What the learning pass keeps of one segment: luma crops of its region with the mark, and without it
+    (frames where the mark was elsewhere), each as the region's full-resolution pixels."""
+
+    segment: CoarseSegment
+    region: Box
+    marked: list[np.ndarray] = field(default_factory=list)
+    unmarked: list[np.ndarray] = field(default_factory=list)
+    unmarked_chroma: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The matte's top-left corner in one segment, in full-frame pixels (sub-pixel), and the fit's score."""
+
+    x: float
+    y: float
+    score: float
+
+
+@dataclass
+class Matte:
+    """The mark: its alpha (0-1) over a ``height`` x ``width`` box, its parts (icon, word, name line: parts can
+    fade apart), and where it sits in each usable segment (by the segment's index in the learning set)."""
+
+    alpha: np.ndarray
+    parts: np.ndarray  # int32 labels, 0 outside the mark
+    placements: dict[int, Placement]
+    white: float = 255.0  # the mark's own level in the luma plane
+
+    def support(self) -> Box:
+        """The box of the visible mark (alpha above 5%) inside the matte: what reports call its box."""
+        ys, xs = np.nonzero(self.alpha > 0.05)
+        if xs.size == 0:
+            return Box(0, 0, self.width, self.height)
+        return Box(int(xs.min()), int(ys.min()), int(xs.max() - xs.min()) + 1, int(ys.max() - ys.min()) + 1)
+
+    @property
+    def height(self) -> int:
+        return int(self.alpha.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.alpha.shape[1])
+
+
+def learn(samples: list[Samples]) -> Matte | None:
+    """The matte shared by the segments, or None if no segment holds a mark worth removing."""
+    usable = [s for s in samples if len(s.marked) >= 3]
+    if not usable:
+        return None
+    means = [_mark_detail(s) for s in usable]
+    ref = int(np.argmax([float(m.max()) * np.count_nonzero(m > 0.5 * m.max()) for m in means]))
+    tight = _tight_box(means[ref])
+    if tight is None:
+        return None
+    template = means[ref][tight.slices()]
+    placements: dict[int, Placement] = {}
+    for index, (sample, mean) in enumerate(zip(usable, means, strict=True)):
+        fit = match(mean, template)
+        if fit is not None and fit[2] >= MIN_ALIGN_SCORE:
+            placements[samples.index(sample)] = Placement(sample.region.x + fit[0], sample.region.y + fit[1],
+                                                          fit[2])
+        elif index == ref:  # pragma: no cover - a template always matches where it was cut
+            return None
+    size = (tight.w, tight.h)
+    stacks: list[np.ndarray] = []
+    backgrounds: list[np.ndarray | None] = []
+    for index, placement in placements.items():
+        sample = samples[index]
+        origin = (placement.x - sample.region.x, placement.y - sample.region.y)
+        still = still_background(sample)
+        for crop in sample.marked:
+            stacks.append(_cut(crop, origin, size))
+            backgrounds.append(_cut(still, origin, size) if still is not None else None)
+    observed = np.stack(stacks)
+    mask = _first_mask(observed)
+    if mask is None:
+        return None
+    alpha, white = _fit_alpha(observed, backgrounds, mask)
+    mask = cv2.dilate((alpha > 0.04).astype(np.uint8), _disk(2))
+    alpha, white = _fit_alpha(observed, backgrounds, mask)  # a tighter mask: a better fill of what is under it
+    alpha[alpha < 0.02] = 0.0
+    if float(alpha.max()) < 0.1:
+        return None
+    return Matte(alpha, _parts(alpha), placements, white)
+
+
+def _mark_detail(sample: Samples) -> np.ndarray:
+    """The detail the mark adds to its region: the mean signed detail of the frames with it (moving content
+    averages out) less that of the frames without it (a still scene's own detail cancels)."""
+    marked = np.mean([detail(c, MATCH_SIGMA) for c in sample.marked], axis=0)
+    if len(sample.unmarked) >= 3:
+        marked -= np.mean([detail(c, MATCH_SIGMA) for c in sample.unmarked], axis=0)
+    return np.maximum(marked, 0.0)
+
+
+def still_background(sample: Samples) -> np.ndarray | None:
+    """The region as seen while the mark was elsewhere, if the shot holds still there (a median of views that
+    agree); None where the content moves, or when too few views exist."""
+    if len(sample.unmarked) < 5:
+        return None
+    views = np.stack(sample.unmarked).astype(np.float32)
+    median = np.median(views, axis=0)
+    spread = float(np.median(np.abs(views - median)))
+    return median if spread < 2.5 else None
+
+
+def _tight_box(mean_detail: np.ndarray) -> Box | None:
+    level = max(2.0, 0.15 * float(mean_detail.max()))
+    ys, xs = np.nonzero(mean_detail > level)
+    if xs.size < 20:
+        return None
+    pad = 4
+    x0, y0 = max(0, int(xs.min()) - pad), max(0, int(ys.min()) - pad)
+    x1 = min(mean_detail.shape[1], int(xs.max()) + pad + 1)
+    y1 = min(mean_detail.shape[0], int(ys.max()) + pad + 1)
+    return Box(x0, y0, x1 - x0, y1 - y0)
+
+
+def _cut(image: np.ndarray, origin: tuple[float, float], size: tuple[int, int]) -> np.ndarray:
+    """The ``size`` patch whose top-left corner is at the sub-pixel ``origin`` (bilinear)."""
+    w, h = size
+    centre = (origin[0] + (w - 1) / 2.0, origin[1] + (h - 1) / 2.0)
+    return cv2.getRectSubPix(image.astype(np.float32), (w, h), centre)
+
+
+def _first_mask(observed: np.ndarray) -> np.ndarray | None:
+    """Where the mark may be: its steady detail, closed, with the holes of its outlines filled, widened."""
+    detail = np.mean([high_pass(o, 3.0) for o in observed], axis=0)
+    level = max(2.0, 0.12 * float(detail.max()))
+    mask = (detail > level).astype(np.uint8)
+    if mask.sum() < 20:
+        return None
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _disk(3))
+    return cv2.dilate(_fill_holes(mask), _disk(3))
+
+
+def _fit_alpha(observed: np.ndarray, backgrounds: list[np.ndarray | None], mask: np.ndarray
+               ) -> tuple[np.ndarray, float]:
+    """Least squares per pixel over frames, ``observed - content = a * (white - content)``, and the mark's
+    ``white`` level: the one that explains the frames best (limited-range video puts white at 235, not 255;
+    a mark need not be pure white)."""
+    inside = mask > 0
+    sums = {k: np.zeros(int(inside.sum()), np.float64) for k in ("n", "d", "dd", "di", "i", "ii")}
+    for frame, still in zip(observed, backgrounds, strict=True):
+        content = (still if still is not None else _fill_in(frame, mask))[inside].astype(np.float64)
+        lift = frame[inside].astype(np.float64) - content
+        sums["n"] += 1
+        sums["d"] += lift
+        sums["dd"] += lift * lift
+        sums["di"] += lift * content
+        sums["i"] += content
+        sums["ii"] += content * content
+    best: tuple[float, float, np.ndarray] | None = None
+    for white in np.arange(WHITE_RANGE[0], WHITE_RANGE[1] + 1, 1.0):
+        cross = white * sums["d"] - sums["di"]
+        power = np.maximum(sums["n"] * white * white - 2 * white * sums["i"] + sums["ii"], 1.0)
+        residual = float(np.sum(sums["dd"] - cross * cross / power))
+        if best is None or residual < best[0]:
+            best = (residual, float(white), cross / power)
+    assert best is not None
+    alpha = np.zeros(mask.shape, np.float32)
+    alpha[inside] = np.clip(best[2], 0.0, ALPHA_MAX)
+    return alpha, best[1]
+
+
+def _fill_in(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The content under the mask guessed from its surroundings (Telea's fast marching)."""
+    image = np.clip(frame + 0.5, 0, 255).astype(np.uint8)
+    return cv2.inpaint(image, mask, 5, cv2.INPAINT_TELEA).astype(np.float32)
+
+
+def _parts(alpha: np.ndarray) -> np.ndarray:
+    """Separate pieces of the mark (icon, word, name line), each a label: the text can fade before the icon."""
+    present = (alpha > 0.02).astype(np.uint8)
+    joined = cv2.dilate(present, cv2.getStructuringElement(cv2.MORPH_RECT, (9, 5)))
+    _, labels = cv2.connectedComponents(joined, connectivity=8)
+    return np.where(present > 0, labels, 0).astype(np.int32)
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    flood = np.pad(mask, 1).copy()
+    cv2.floodFill(flood, None, (0, 0), 1)
+    holes = flood[1:-1, 1:-1] == 0
+    return (mask | holes).astype(np.uint8)
+
+
+def _disk(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
