@@ -22,8 +22,9 @@ from typing import IO, Any, Protocol
 
 from airflow.sdk import ObjectStoragePath
 
+from airflow_sora import storeretry
 from airflow_sora.multipart import DEFAULT_PART_SIZE, ConcurrentMultipartUpload, S3Call
-from airflow_sora.storeretry import POLICY, error_code, is_transient, retrying, unavailable
+from airflow_sora.storeretry import error_code, is_transient, retrying, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def _s3_client(conn_id: str | None) -> Any:
     configured = S3Hook(aws_conn_id=conn_id).conn_config.botocore_config
     if configured is not None and getattr(configured, "retries", None):
         return S3Hook(aws_conn_id=conn_id).get_conn()
-    retries = Config(retries=POLICY.botocore_retries())
+    retries = Config(retries=storeretry.POLICY.botocore_retries())
     config = configured.merge(retries) if configured is not None else retries
     return S3Hook(aws_conn_id=conn_id, config=config).get_conn()
 

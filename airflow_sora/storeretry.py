@@ -123,13 +123,14 @@ def unavailable(store: str, operation: str, error: BaseException, attempts: int)
         "Airflow retries it, and the retry resumes what was already paid for without paying again")
 
 
-def retrying(call: Callable[[], T], *, store: str, operation: str, policy: StoreRetryPolicy = POLICY,
+def retrying(call: Callable[[], T], *, store: str, operation: str, policy: StoreRetryPolicy | None = None,
              outlast: bool = False, sleep: Callable[[float], None] = time.sleep) -> T:
     """``call()``, again after each transient error, up to ``policy.attempts`` times.
 
     ``outlast``: also retry a ``StoreUnavailableError`` (a call whose own client gave up, e.g. botocore after
     its quota ran out): for the few writes worth more patience, such as the record of a paid create.
     """
+    policy = policy or POLICY
     for attempt in range(1, policy.attempts + 1):
         try:
             return call()
