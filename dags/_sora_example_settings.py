@@ -23,3 +23,9 @@ EXAMPLE_URLS = [
     "https://sora.chatgpt.com/p/s_6902318491e88191893d935b08d8c428",
     "https://sora.chatgpt.com/p/s_68dc40f1f5a481919a01594fef247dd4",
 ]
+
+#: The local engine's examples: a folder of watermarked Sora files (``SORA_DOWNLOADS_PATH``, the param
+#: ``source`` or any ``s3://conn@bucket/prefix/``) and where their clean copies land (``./output/local/``).
+DEFAULT_DOWNLOADS = (os.environ.get("SORA_DOWNLOADS_PATH")
+                     or f"file://{Path(__file__).resolve().parents[1] / 'downloads'}/")
+DEFAULT_LOCAL_OUTPUT = os.environ.get("SORA_LOCAL_OUTPUT_PATH") or f"{DEFAULT_OUTPUT.rstrip('/')}/local/"

@@ -7,6 +7,8 @@ are cut short (full Content-Length, connection reset halfway) when the truncate_
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airflow_sora.sandbox.media import iter_mp4
@@ -38,6 +40,10 @@ def serve_file(request: SandboxHandler, path: str) -> None:
     size = state.config.result_size
     with state.lock:
         truncate = state.faults.truncate_download.fire(state.rng)
+    if state.config.media_file:
+        data = Path(state.config.media_file).read_bytes()
+        _stream(request, [data], len(data), len(data) // 2 if truncate else len(data))
+        return None
     _stream_mp4(request, path, size, size // 2 if truncate else size)
     return None
 
@@ -49,12 +55,16 @@ def serve_synthetic(request: SandboxHandler, size: int) -> None:
 
 def _stream_mp4(request: SandboxHandler, seed: str, size: int, limit: int) -> None:
     """Announce and stream an MP4 of ``size`` bytes, resetting the connection after ``limit`` of them."""
+    _stream(request, iter_mp4(seed, size), size, limit)
+
+
+def _stream(request: SandboxHandler, chunks: Iterable[bytes], size: int, limit: int) -> None:
     request.send_response(200)
     request.send_header("Content-Type", "video/mp4")
     request.send_header("Content-Length", str(size))
     request.end_headers()
     sent = 0
-    for chunk in iter_mp4(seed, size):
+    for chunk in chunks:
         if sent + len(chunk) > limit:
             request.wfile.write(chunk[: limit - sent])
             request.wfile.flush()

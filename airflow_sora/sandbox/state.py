@@ -38,6 +38,7 @@ class SandboxConfig:
     refreshed_link_ttl: float = 20 * 60.0  # download-url links: 20 minutes
     webhook_key: str | None = None  # sign callbacks when set
     seed: int | None = None
+    media_file: str = ""  # serve this file's bytes as every result (a real clip for the local engine's demos)
 
 
 @dataclass
