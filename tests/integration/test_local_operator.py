@@ -202,3 +202,16 @@ def test_from_s3_to_s3_through_moto(s3_server: str, s3_bucket: str, tmp_path: Pa
     assert f"s3://{s3_bucket}/in/broken.mp4" in broken["error"] and not broken["retryable"]
     assert list((tmp_path / "work").iterdir()) == []  # downloaded copies removed
     assert ObjectStoragePath(out).joinpath("clean.mp4").read_bytes() == uploads["in/more/clean.mp4"]
+
+
+def test_lineage_names_the_sources_and_the_output_as_their_providers_do() -> None:
+    pytest.importorskip("airflow.providers.openlineage", reason="the openlineage extra is not installed")
+    from tests.integration.test_lineage import amazon_naming
+
+    op = SoraLocalWatermarkRemoverOperator(task_id="clean", source=["s3://aws_default@b/in/a.mp4", "s3://b/more/"],
+                                           output_path="s3://aws_default@b/clean/")
+    lineage = op.get_openlineage_facets_on_complete(None)
+    assert [(d.namespace, d.name) for d in lineage.inputs] == [amazon_naming("b", "in/a.mp4"),
+                                                               amazon_naming("b", "more")]
+    assert [(d.namespace, d.name) for d in lineage.outputs] == [amazon_naming("b", "clean")]
+    assert [o.uri for o in op.outlets] == ["s3://b/clean"]
