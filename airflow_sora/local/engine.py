@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from airflow_sora import __version__
-from airflow_sora.local import codec
+from airflow_sora.local import borrow, codec
 from airflow_sora.local.errors import NotAVideoError
 from airflow_sora.local.fill import PRESENT_SCORE, SegmentPlan, fade_gains, plan_segment, presence, restore
 from airflow_sora.local.find import WINDOW, Box, CoarseSegment, Scanner
@@ -117,6 +117,7 @@ def _still(sample: Samples) -> tuple[np.ndarray, np.ndarray, np.ndarray, Box] | 
 def _render(source: str, target: str, settings: EngineSettings, matte: Matte, plans: list[SegmentPlan],
             report: CleanReport, tick: _Ticker) -> None:
     support = matte.support()
+    previous: list[codec.Planes] = []  # the frame before, already restored
 
     def edit(index: int, planes: codec.Planes) -> None:
         best: tuple[float, SegmentPlan] | None = None
@@ -131,13 +132,33 @@ def _render(source: str, target: str, settings: EngineSettings, matte: Matte, pl
             ys, xs = plan.region.slices()
             gains = fade_gains(planes.y[ys, xs], plan) if near_edge else [1.0] * len(plan.parts)
             if max(gains) > 0:
-                restore(planes.y, planes.u, planes.v, plan, gains)
+                reference = plan.still or (_carried(previous[0], planes, plan) if previous else None)
+                restore(planes.y, planes.u, planes.v, plan, gains, reference)
                 report.positions[index] = _corner(plan, support)
                 report.marked_frames += 1
+        previous[:] = [planes]
         tick("render", index + 1)
 
     written = codec.transcode(source, target, settings, edit)
     report.frames = written
+
+
+def _carried(before: codec.Planes, now: codec.Planes, plan: SegmentPlan
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The region's content in the frame before, moved along the camera's motion onto this frame."""
+    outer, region = plan.outer, plan.region
+    if outer is None or plan.points is None:
+        return None
+    oys, oxs = outer.slices()
+    matrix = borrow.motion(before.y[oys, oxs], now.y[oys, oxs], plan.points)
+    if matrix is None:
+        return None
+    dy, dx = region.y - outer.y, region.x - outer.x
+    cys, cxs = outer.half().slices()
+    luma = borrow.warp(before.y[oys, oxs], matrix)[dy:dy + region.h, dx:dx + region.w]
+    u = borrow.warp(before.u[cys, cxs], matrix, 0.5)[dy // 2:(dy + region.h) // 2, dx // 2:(dx + region.w) // 2]
+    v = borrow.warp(before.v[cys, cxs], matrix, 0.5)[dy // 2:(dy + region.h) // 2, dx // 2:(dx + region.w) // 2]
+    return luma, u, v
 
 
 def _corner(plan: SegmentPlan, support: Box) -> tuple[float, float]:

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from airflow_sora.local import borrow
 from airflow_sora.local.find import Box, detail, high_pass, match
 from airflow_sora.local.matte import Matte, Placement
 
 CORE_ALPHA = 0.6  # above this, reverse blending amplifies noise more than inpainting errs
-PRESENT_SCORE = 0.3  # the frame's detail correlates at least this well with the mark's: it is there
+PRESENT_SCORE = 0.2  # the frame's detail correlates at least this well with the mark's (clean frames score near 0)
 
 
 @dataclass
@@ -35,6 +36,9 @@ class SegmentPlan:
     white: float = 255.0
     part_details: list[np.ndarray] = field(default_factory=list)  # each part's alpha detail, for its gain
     rings: list[np.ndarray] = field(default_factory=list)  # pixels just around each part, for the headroom
+    outer: Box | None = None  # the region with a margin of content around it, to measure the camera's motion
+    points: np.ndarray | None = None  # where to track that motion, in the outer box
+    main_part: np.ndarray | None = None  # the detail of the mark's largest part alone
 
     @property
     def alpha(self) -> np.ndarray:
@@ -60,8 +64,10 @@ def plan_segment(matte: Matte, placement: Placement, start: int, end: int, frame
     template = high_pass(alpha * matte.white, 2.0)
     touched = cv2.dilate((alpha > 0.004).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     rings = [(cv2.dilate((p > 0.004).astype(np.uint8), np.ones((11, 11), np.uint8)) > 0) & ~touched for p in parts]
+    outer = borrow.around(region, width, height)
     return SegmentPlan(start, end, placement, region, parts, template, _still_in(still, region), matte.white,
-                       [detail(p, 2.0) for p in parts], rings)
+                       [detail(p, 2.0) for p in parts], rings, outer, borrow.tracking_points(region, outer, alpha),
+                       high_pass(max(parts, key=lambda p: float(p.sum())) * matte.white, 2.0))
 
 
 def _still_in(still: tuple[np.ndarray, np.ndarray, np.ndarray, Box] | None, region: Box
@@ -78,12 +84,14 @@ def _still_in(still: tuple[np.ndarray, np.ndarray, np.ndarray, Box] | None, regi
 
 
 def presence(luma: np.ndarray, plan: SegmentPlan) -> float:
-    """How well the frame's detail around the placement matches the mark's (within a pixel either way)."""
+    """How well the frame's detail at the placement (within a pixel either way) matches the mark's, or that of
+    its largest part alone: before a jump the text fades while the icon stays."""
     r = plan.region
     y0, x0 = max(0, r.y - 1), max(0, r.x - 1)
-    around = luma[y0:r.y + r.h + 1, x0:r.x + r.w + 1]
-    found = match(high_pass(around, 2.0), plan.template)
-    return found[2] if found is not None else 0.0
+    around = high_pass(luma[y0:r.y + r.h + 1, x0:r.x + r.w + 1], 2.0)
+    scores = [found[2] for template in (plan.template, plan.main_part)
+              if template is not None and (found := match(around, template)) is not None]
+    return max(scores, default=0.0)
 
 
 def fade_gains(luma_region: np.ndarray, plan: SegmentPlan) -> list[float]:
@@ -107,14 +115,16 @@ def fade_gains(luma_region: np.ndarray, plan: SegmentPlan) -> list[float]:
     return gains
 
 
-def restore(y: np.ndarray, u: np.ndarray, v: np.ndarray, plan: SegmentPlan, gains: list[float]) -> None:
-    """Remove the mark from the frame's planes in place."""
+def restore(y: np.ndarray, u: np.ndarray, v: np.ndarray, plan: SegmentPlan, gains: list[float],
+            reference: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> bool:
+    """Remove the mark from the frame's planes in place. ``reference`` is the region's content from other
+    frames (Y, U, V), used where it agrees with this frame around the mark. Returns whether it was used."""
     r = plan.region
     alpha = np.minimum(np.tensordot(np.asarray(gains, np.float32), np.stack(plan.parts), axes=1), 0.97)
     ys, xs = r.slices()
     observed = y[ys, xs].astype(np.float32)
     core = (alpha > CORE_ALPHA) | ((observed >= plan.white - 3) & (alpha > 0.25))
-    luma, use_still = _restore_plane(observed, alpha, core, plan.white, plan.still[0] if plan.still else None)
+    luma, used = _restore_plane(observed, alpha, core, plan.white, reference[0] if reference else None)
     y[ys, xs] = luma
     cys, cxs = slice(r.y // 2, (r.y + r.h) // 2), slice(r.x // 2, (r.x + r.w) // 2)
     half = (r.w // 2, r.h // 2)
@@ -122,35 +132,41 @@ def restore(y: np.ndarray, u: np.ndarray, v: np.ndarray, plan: SegmentPlan, gain
     core_c = cv2.resize(cv2.dilate(core.astype(np.uint8), np.ones((2, 2), np.uint8)), half,
                         interpolation=cv2.INTER_NEAREST) > 0
     for plane, index in ((u, 1), (v, 2)):
-        still = plan.still[index] if (plan.still is not None and use_still) else None
-        plane[cys, cxs], _ = _restore_plane(plane[cys, cxs].astype(np.float32), alpha_c, core_c, 128.0, still,
-                                            trust_still=use_still)
+        other = reference[index] if (reference is not None and used) else None
+        plane[cys, cxs], _ = _restore_plane(plane[cys, cxs].astype(np.float32), alpha_c, core_c, 128.0, other,
+                                            trust=used)
+    return used
 
 
 def _restore_plane(observed: np.ndarray, alpha: np.ndarray, core: np.ndarray, white: float,
-                   still: np.ndarray | None, *, trust_still: bool | None = None) -> tuple[np.ndarray, bool]:
-    """One plane: reverse blending on the translucent part, then the still background or inpainting for the
-    core. Returns the plane and whether the still background was used (chroma follows luma's choice)."""
+                   reference: np.ndarray | None, *, trust: bool | None = None) -> tuple[np.ndarray, bool]:
+    """One plane: reverse blending on the translucent part, then content from other frames (if it agrees
+    with this frame around the mark and on its faint edge) or inpainting for the core. Returns the plane and
+    whether the reference was used (chroma follows luma's choice)."""
     touched = alpha > 0.004
     restored = observed.copy()
     soft = touched & ~core
     restored[soft] = (observed[soft] - white * alpha[soft]) / (1.0 - alpha[soft])
-    use_still = False
-    if still is not None:
-        if trust_still is None:
-            ring = ~cv2.dilate(touched.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-            agree = float(np.mean(np.abs(observed[ring] - still[ring]))) if ring.any() else np.inf
-            checked = soft & (alpha < 0.3)
-            moved = float(np.mean(np.abs(restored[checked] - still[checked]) > 18)) if checked.any() else 1.0
-            use_still = agree < 5.0 and moved < 0.1
-        else:
-            use_still = trust_still
-    if use_still and still is not None:
+    use = trust if trust is not None else reference is not None and _agrees(observed, restored, reference,
+                                                                            touched, soft & (alpha < 0.3))
+    if use and reference is not None:
         strong = alpha > 0.3
-        restored[strong] = still[strong]
+        restored[strong] = reference[strong]
     elif core.any():
         image = np.clip(restored + 0.5, 0, 255).astype(np.uint8)
         mask = cv2.dilate(core.astype(np.uint8), np.ones((3, 3), np.uint8))
         filled = cv2.inpaint(image, mask, 3, cv2.INPAINT_TELEA)
         restored[mask > 0] = filled[mask > 0]
-    return np.clip(restored + 0.5, 0, 255).astype(np.uint8), use_still
+    return np.clip(restored + 0.5, 0, 255).astype(np.uint8), bool(use)
+
+
+def _agrees(observed: np.ndarray, restored: np.ndarray, reference: np.ndarray, touched: np.ndarray,
+            faint: np.ndarray) -> bool:
+    """The reference matches this frame on the ring around the mark, and nothing moved in under its faint
+    edge (a passing object would be painted over with the old content)."""
+    ring = ~cv2.dilate(touched.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    if not ring.any() or not faint.any():
+        return False
+    agree = float(np.mean(np.abs(observed[ring] - reference[ring])))
+    moved = float(np.mean(np.abs(restored[faint] - reference[faint]) > 18))
+    return agree < 5.0 and moved < 0.1

@@ -197,11 +197,19 @@ def _fill_in(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _parts(alpha: np.ndarray) -> np.ndarray:
-    """Separate pieces of the mark (icon, word, name line), each a label: the text can fade before the icon."""
-    present = (alpha > 0.02).astype(np.uint8)
-    joined = cv2.dilate(present, cv2.getStructuringElement(cv2.MORPH_RECT, (9, 5)))
+    """Separate pieces of the mark (icon, word, name line), each a label: the text can fade before the icon.
+
+    Pieces are the clearly visible strokes, joined along a line of text; the faint halo around them takes the
+    label of the stroke it surrounds (a halo would otherwise bridge pieces that fade apart).
+    """
+    strokes = (alpha > 0.15).astype(np.uint8)
+    joined = cv2.dilate(strokes, cv2.getStructuringElement(cv2.MORPH_RECT, (7, 3)))
     _, labels = cv2.connectedComponents(joined, connectivity=8)
-    return np.where(present > 0, labels, 0).astype(np.int32)
+    labels = labels.astype(np.float32)
+    for _ in range(4):  # spread the labels outwards into the halo
+        grown = cv2.dilate(labels, np.ones((3, 3), np.uint8))
+        labels = np.where(labels > 0, labels, grown)
+    return np.where(alpha > 0.02, labels, 0).astype(np.int32)
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
