@@ -274,6 +274,8 @@ def save_shots(kind: str, shots: list[tuple[int, list[np.ndarray]]], folder: Pat
     import cv2
 
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(f"{kind}-*.png"):  # crops of an earlier run of this clip
+        stale.unlink()
     names = []
     for index, parts in shots:
         gap = np.full((parts[0].shape[0], 4, 3), 255, np.uint8)
@@ -365,7 +367,8 @@ def memory(seconds: float, settings: Any) -> dict[str, Any]:
     src = clip.ensure(WORK)
     made = time.perf_counter() - started
     engine_mb, engine_s, engine_rc = peak_rss_mb([sys.executable, "-m", "airflow_sora.local", str(src),
-                                                  str(WORK / "memory-engine.mp4")])
+                                                  str(WORK / "memory-engine.mp4"), "--preset", settings.preset,
+                                                  "--crf", str(settings.crf)])
     plain_mb, plain_s, plain_rc = peak_rss_mb([sys.executable, str(Path(__file__).resolve()), "--plain-transcode",
                                                str(src), str(WORK / "memory-plain.mp4"), settings.preset,
                                                str(settings.crf)])

@@ -4,6 +4,8 @@
     python bench/run.py --sizes 20 --landing 256M
     python bench/run.py --modes s3 --landing ''   # batch mode landing in S3 (moto), N=1,000 at 200/10 s;
                                                   # prints its table, keeps RESULTS.md as it is
+    python bench/run.py --modes local --landing ''  # the local engine (bench/local_quality.py, with the
+                                                    # memory row); replaces only its section of RESULTS.md
 
 Prints a table, saves ``bench/results/<stamp>.json`` and rewrites ``bench/RESULTS.md``. Benchmarks print
 numbers; they assert nothing about wall-clock time. Absolute times on a shared machine are noise: compare
@@ -451,7 +453,8 @@ def main() -> int:
     parser.add_argument("--sizes", default="20,100,500")
     parser.add_argument("--landing", default="1G,4G")
     parser.add_argument("--modes", default="batch,mapped,naive",
-                        help="throughput modes to run; s3 (batch mode landing in S3) runs at --s3-sizes")
+                        help="throughput modes to run; s3 (batch mode landing in S3) runs at --s3-sizes; local "
+                             "runs the local engine's benchmark")
     parser.add_argument("--s3-sizes", default="1000", help=f"N values of the s3 mode (limit {S3_LIMIT}/10 s)")
     parser.add_argument("--naive-sizes", default=None,
                         help="N values that also run the naive loop (default: all; N=500 takes ~25 min)")
@@ -468,7 +471,7 @@ def main() -> int:
         results["s3"].append(s3_row(n))
         print(json.dumps(results["s3"][-1]), flush=True)
         save(results)
-    for n in sizes if set(args.modes.split(",")) - {"s3"} else []:
+    for n in sizes if set(args.modes.split(",")) - {"s3", "local"} else []:
         modes = set(args.modes.split(","))
         row = throughput(n, modes if n in naive_sizes else modes - {"naive"})
         results["throughput"].append(row)
@@ -485,6 +488,12 @@ def main() -> int:
                 save(results)
         finally:
             s3.stop()
+    if "local" in args.modes.split(","):
+        from bench.local_quality import main as local_engine
+
+        local_engine(["--memory"])
+        if not (results["throughput"] or results["landing"] or results["s3"]):
+            return 0  # it saved its own results
     print(save(results))
     return 0
 
@@ -497,8 +506,20 @@ def save(results: dict[str, Any]) -> str:
     if not (results["throughput"] or results["landing"]):  # an s3-only run keeps RESULTS.md as it is
         return "\n".join(s3_markdown(results["s3"])) + "\n"
     report = markdown(results)
-    (REPO / "bench" / "RESULTS.md").write_text(report)
+    (REPO / "bench" / "RESULTS.md").write_text(with_local_section(report))
     return report
+
+
+def with_local_section(report: str) -> str:
+    """The new report with the "Local engine" section of the current RESULTS.md kept (bench/local_quality.py
+    writes it; this benchmark does not measure it)."""
+    old = (REPO / "bench" / "RESULTS.md").read_text() if (REPO / "bench" / "RESULTS.md").exists() else ""
+    lines = old.split("\n")
+    start = next((k for k, line in enumerate(lines) if line.strip() == "## Local engine"), None)
+    if start is None:
+        return report
+    end = next((k for k in range(start + 1, len(lines)) if lines[k].startswith("## ")), len(lines))
+    return report.rstrip("\n") + "\n\n" + "\n".join(lines[start:end]).rstrip("\n") + "\n"
 
 
 if __name__ == "__main__":
