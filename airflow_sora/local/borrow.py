@@ -17,6 +17,7 @@ from airflow_sora.local.find import Box
 
 MARGIN = 24  # pixels of content around the mark's region used to measure the motion
 MIN_POINTS = 12
+POINT_STEP = 12  # a point every this many pixels: about a hundred around a mark, plenty for 4 parameters
 
 
 def around(region: Box, width: int, height: int) -> Box:
@@ -30,7 +31,7 @@ def tracking_points(region: Box, outer: Box, alpha: np.ndarray) -> np.ndarray:
     dy, dx = region.y - outer.y, region.x - outer.x
     keep[dy:dy + region.h, dx:dx + region.w] = (cv2.dilate((alpha > 0.004).astype(np.uint8),
                                                           np.ones((9, 9), np.uint8)) == 0)
-    ys, xs = np.mgrid[4:outer.h - 4:6, 4:outer.w - 4:6]
+    ys, xs = np.mgrid[4:outer.h - 4:POINT_STEP, 4:outer.w - 4:POINT_STEP]
     points = np.stack([xs.ravel(), ys.ravel()], axis=1)
     points = points[keep[points[:, 1], points[:, 0]] > 0]
     return points.astype(np.float32).reshape(-1, 1, 2)
@@ -41,7 +42,7 @@ def motion(previous: np.ndarray, current: np.ndarray, points: np.ndarray) -> np.
     measured (too few points tracked, or they disagree)."""
     if len(points) < MIN_POINTS:
         return None
-    moved, status, _ = cv2.calcOpticalFlowPyrLK(previous, current, points, None, winSize=(15, 15), maxLevel=2)
+    moved, status, _ = cv2.calcOpticalFlowPyrLK(previous, current, points, None, winSize=(11, 11), maxLevel=2)  # type: ignore[call-overload]
     good = status.ravel() == 1
     if int(good.sum()) < MIN_POINTS:
         return None

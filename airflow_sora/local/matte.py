@@ -19,6 +19,7 @@ from airflow_sora.local.find import Box, CoarseSegment, detail, high_pass, match
 MATCH_SIGMA = 2.0
 MIN_ALIGN_SCORE = 0.45  # a segment whose detail matches the reference worse is not this mark
 ALPHA_MAX = 0.97
+MAX_FIT_FRAMES = 40
 WHITE_RANGE = (160.0, 255.0)  # the mark's brightest level, searched per video
 
 
@@ -98,6 +99,9 @@ def learn(samples: list[Samples]) -> Matte | None:
         for crop in sample.marked:
             stacks.append(_cut(crop, origin, size))
             backgrounds.append(_cut(still, origin, size) if still is not None else None)
+    if len(stacks) > MAX_FIT_FRAMES:  # enough for the fit; each frame costs an inpainting per round
+        keep = np.linspace(0, len(stacks) - 1, MAX_FIT_FRAMES).round().astype(int)
+        stacks, backgrounds = [stacks[i] for i in keep], [backgrounds[i] for i in keep]
     observed = np.stack(stacks)
     mask = _first_mask(observed)
     if mask is None:
@@ -193,7 +197,7 @@ def _fit_alpha(observed: np.ndarray, backgrounds: list[np.ndarray | None], mask:
 def _fill_in(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The content under the mask guessed from its surroundings (Telea's fast marching)."""
     image = np.clip(frame + 0.5, 0, 255).astype(np.uint8)
-    return cv2.inpaint(image, mask, 5, cv2.INPAINT_TELEA).astype(np.float32)
+    return cv2.inpaint(image, mask, 3, cv2.INPAINT_TELEA).astype(np.float32)
 
 
 def _parts(alpha: np.ndarray) -> np.ndarray:
