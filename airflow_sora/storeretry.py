@@ -21,7 +21,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from airflow_sora.exceptions import LandingError
@@ -127,10 +127,13 @@ def retrying(call: Callable[[], T], *, store: str, operation: str, policy: Store
              outlast: bool = False, sleep: Callable[[float], None] = time.sleep) -> T:
     """``call()``, again after each transient error, up to ``policy.attempts`` times.
 
-    ``outlast``: also retry a ``StoreUnavailableError`` (a call whose own client gave up, e.g. botocore after
-    its quota ran out): for the few writes worth more patience, such as the record of a paid create.
+    ``outlast``: twice the attempts, and a ``StoreUnavailableError`` (a call whose own client gave up, e.g.
+    botocore after its retry quota ran out) retried too: for the few writes worth more patience, such as the
+    record of a paid create (lost, a retry cannot land the video it paid for).
     """
     policy = policy or POLICY
+    if outlast:
+        policy = replace(policy, attempts=2 * policy.attempts)
     for attempt in range(1, policy.attempts + 1):
         try:
             return call()

@@ -11,6 +11,7 @@ import http.client
 import random
 import threading
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +30,7 @@ class S3FaultProxy:
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.rate = rate
         self.counts: Counter[str] = Counter()  # "forwarded", "SlowDown", "InternalError"
+        self._trip: tuple[Callable[[str, str], bool], float] | None = None
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         proxy = self
@@ -63,8 +65,14 @@ class S3FaultProxy:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-    def _fault(self) -> int | None:
+    def trip(self, when: Callable[[str, str], bool], rate: float = 1.0) -> None:
+        """From the first request ``when(method, path)`` is true for (that one included), fault at ``rate``."""
+        self._trip = (when, rate)
+
+    def _fault(self, method: str, path: str) -> int | None:
         with self._lock:
+            if self._trip is not None and self._trip[0](method, path):
+                self.rate, self._trip = self._trip[1], None
             if self._random.random() >= self.rate:
                 self.counts["forwarded"] += 1
                 return None
@@ -74,7 +82,7 @@ class S3FaultProxy:
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         body = _read_body(handler)
-        status = self._fault()
+        status = self._fault(handler.command, handler.path)
         if status is not None:
             code, message = FAULTS[status]
             reply = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}'
@@ -97,7 +105,7 @@ class S3FaultProxy:
 
 def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
     if handler.headers.get("Transfer-Encoding", "").lower() == "chunked":
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             size = int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16)
             if size == 0:

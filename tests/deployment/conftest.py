@@ -14,6 +14,7 @@ import pytest
 from airflow_sora.sandbox.process import SandboxProcess
 from tests.deployment.cluster import Deployment, missing_services
 from tests.deployment.services import S3Process
+from tests.s3proxy import S3FaultProxy
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 BUCKET = "chaos"
@@ -38,6 +39,7 @@ class Cluster:
     results: list[dict[str, Any]] = field(default_factory=list)
     trigger_rows: list[dict[str, Any]] = field(default_factory=list)
     runs: list[tuple[str, str]] = field(default_factory=list)
+    proxy: S3FaultProxy | None = None  # in front of ``s3``: the ``aws_faulty`` connection goes through it
 
     @property
     def keys(self) -> dict[str, str]:
@@ -52,18 +54,20 @@ def cluster() -> Iterator[Cluster]:
                                    *[f"--{key.replace('_', '-')}={value}" for key, value in SANDBOX_SETTINGS.items()])
     s3 = S3Process.start()
     s3.create_bucket(BUCKET)
+    proxy = S3FaultProxy(s3.url, seed=17).start()  # no fault until a case sets its rate
     deployment.extra_env.update({
         "AIRFLOW_CONN_KIE_DEFAULT": sandbox.connection("kie", keys["kie"], max_retries=8),
         # creates paced at 2/s: a worker killed "while creating" is almost always between two creates
         "AIRFLOW_CONN_KIE_PACED": sandbox.connection("kie", keys["kie"], create_limit=4, create_window=2),
         "AIRFLOW_CONN_SAVESORA_DEFAULT": sandbox.connection("savesora", keys["savesora"]),
         "AIRFLOW_CONN_AWS_DEFAULT": s3.connection(),
+        "AIRFLOW_CONN_AWS_FAULTY": s3.connection(endpoint_url=proxy.url),
     })
     try:
         deployment.start()
         for dag_id in ("sora_watermark_batch", "sora_watermark_mapped"):
             deployment.wait_for_dag(dag_id)
-        state = Cluster(deployment, sandbox, s3)
+        state = Cluster(deployment, sandbox, s3, proxy=proxy)
         yield state
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "chaos-results.json").write_text(json.dumps(state.results, indent=2))
@@ -71,4 +75,5 @@ def cluster() -> Iterator[Cluster]:
         time.sleep(0.5)
         deployment.stop()
         sandbox.stop()
+        proxy.stop()
         s3.stop()

@@ -45,9 +45,15 @@ class S3Process:
     def read(self, bucket: str, key: str) -> bytes:
         return bytes(self.client().get_object(Bucket=bucket, Key=key)["Body"].read())
 
-    def connection(self) -> str:
+    def connection(self, endpoint_url: str | None = None) -> str:
+        """An Airflow connection to this server (or to a proxy in front of it at ``endpoint_url``)."""
         return json.dumps({"conn_type": "aws", "login": "testing", "password": "testing",
-                           "extra": {"endpoint_url": self.url, "region_name": "us-east-1"}})
+                           "extra": {"endpoint_url": endpoint_url or self.url, "region_name": "us-east-1"}})
+
+    def open_uploads(self, bucket: str, prefix: str = "") -> list[str]:
+        """Keys of multipart uploads started and neither completed nor aborted (they hold storage)."""
+        listing = self.client().list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+        return [upload["Key"] for upload in listing.get("Uploads", [])]
 
     def stop(self) -> None:
         self.popen.terminate()

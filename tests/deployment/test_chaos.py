@@ -13,11 +13,16 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import shutil
 import signal
+import subprocess
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -26,6 +31,7 @@ from airflow_sora.sandbox.faults import Faults
 from airflow_sora.services.kie import CREDITS_PER_TASK
 from tests.deployment.cluster import wait_for
 from tests.deployment.conftest import BUCKET, SANDBOX_SETTINGS, Cluster
+from tests.deployment.services import S3Process
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(900)]
 BATCH, MAPPED = "sora_watermark_batch", "sora_watermark_mapped"
@@ -84,17 +90,51 @@ def sidecar_of(cluster: Cluster, prefix: str, url: str) -> dict[str, Any]:
     return dict(json.loads(cluster.s3.read(BUCKET, f"{prefix}{url.rsplit('/', 1)[1]}.json")))
 
 
+class Store(Protocol):
+    """Where a case's videos land, read without the provider: the S3 server, or a local folder."""
+
+    def objects(self, bucket: str) -> dict[str, int]: ...
+    def read(self, bucket: str, key: str) -> bytes: ...
+
+
+@dataclass
+class LocalFolder:
+    """A local output folder seen as a bucket: keys are paths relative to ``root``, hidden files included."""
+
+    root: Path
+
+    def objects(self, bucket: str) -> dict[str, int]:
+        return {str(p.relative_to(self.root)): p.stat().st_size for p in self.root.rglob("*") if p.is_file()}
+
+    def read(self, bucket: str, key: str) -> bytes:
+        return (self.root / key).read_bytes()
+
+
+def strays(store: Store, prefix: str) -> list[str]:
+    """Temporary files a failed write left (``.<name>.<hex>.part``), hidden files, and, on S3, multipart uploads
+    still in progress: none may outlive a landing, failed or not."""
+    left = [k for k in store.objects(BUCKET) if k.startswith(prefix)
+            and (k.rsplit("/", 1)[-1].startswith(".") or k.endswith(".part"))]
+    if isinstance(store, S3Process):
+        left += [f"in-progress upload {key}" for key in store.open_uploads(BUCKET, prefix)]
+    return left
+
+
 def check_invariants(cluster: Cluster, name: str, dag_id: str, runs: list[str], urls: list[str], prefix: str,
-                     *, faults: str, runs_per_url: int = 1) -> dict[str, Any]:
+                     *, faults: str, runs_per_url: int = 1, store: Store | None = None,
+                     no_strays: bool = False) -> dict[str, Any]:
+    store = store or cluster.s3
     charges = paid(cluster, urls)
-    objects = {k: v for k, v in cluster.s3.objects(BUCKET).items() if k.startswith(prefix) and "/_state/" not in k}
+    objects = {k: v for k, v in store.objects(BUCKET).items() if k.startswith(prefix) and "/_state/" not in k}
     assert all(size > 0 for size in objects.values()), f"zero-byte object under {prefix}: {objects}"
+    if no_strays:
+        assert not strays(store, prefix), f"left behind under {prefix}: {strays(store, prefix)}"
     landed: set[str] = set()
     for key in (k for k in objects if k.endswith(".mp4") and not k.endswith(".source.mp4")):
         sidecar_key = key[: -len(".mp4")] + ".json"
         assert sidecar_key in objects, f"{key} has no sidecar"
-        sidecar = json.loads(cluster.s3.read(BUCKET, sidecar_key))
-        body = cluster.s3.read(BUCKET, key)
+        sidecar = json.loads(store.read(BUCKET, sidecar_key))
+        body = store.read(BUCKET, key)
         assert hashlib.sha256(body).hexdigest() == sidecar["sha256"] and len(body) == sidecar["size"], key
         assert sidecar["ai_generated"] is True
         landed.add(sidecar["source_url"])
@@ -404,6 +444,128 @@ def test_a_budget_caps_what_a_run_pays(cluster: Cluster) -> None:
         assert report[url]["credits_charged"] == 0, report[url]
         assert f"budget max_credits={budget:g} would be exceeded" in report[url]["error"], report[url]
     assert all(report[url]["status"] == "landed" for url in set(urls) - set(held_back)), report
+
+
+# faults at the store the videos land in ---------------------------------------------------------------------
+MIB = 1024 * 1024
+
+
+@contextmanager
+def small_disk(size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (a disk that really fills up), unmounted afterwards; skips where it cannot be made."""
+    mount = Path(tempfile.mkdtemp(prefix="sora-disk-"))
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        mount.rmdir()
+        pytest.skip(f"cannot mount a {size} tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+        shutil.rmtree(mount, ignore_errors=True)
+
+
+def first_try_over(cluster: Cluster, run_id: str) -> dict[str, Any]:
+    """Wait until the remove task's first try has failed (Airflow will retry it) or the run is over."""
+    def over() -> dict[str, Any] | None:
+        (ti,) = remove_task_instances(cluster, BATCH, run_id)
+        ended = ti["state"] in ("up_for_retry", "failed", "success") or int(ti.get("try_number") or 1) > 1
+        return ti if ended else None
+
+    return dict(wait_for(over, 600, "the first try to end", interval=0.5))
+
+
+def run_seconds(cluster: Cluster, run_id: str) -> float:
+    """How long the run took, start to end, as Airflow recorded it (first try, retry delay and retry included)."""
+    from datetime import datetime
+
+    run = cluster.deployment.api("GET", f"/dags/{BATCH}/dagRuns/{run_id}").json()
+    return round((datetime.fromisoformat(run["end_date"]) - datetime.fromisoformat(run["start_date"]))
+                 .total_seconds(), 1)
+
+
+def unpaired_videos(store: Store, prefix: str) -> list[str]:
+    """What a consumer of the folder would take for a landed video with no provenance."""
+    keys = store.objects(BUCKET)
+    return [k for k in keys if k.startswith(prefix) and k.endswith(".mp4") and "/_state/" not in k
+            and k[: -len(".mp4")] + ".json" not in keys]
+
+
+def test_a_full_local_disk_then_space_freed_and_the_task_retried(cluster: Cluster) -> None:
+    """40 videos of 1 MiB into a 24 MB filesystem: it fills mid-batch. While it is full no video is visible
+    without its sidecar and no temporary file is left; freed, the retry lands the rest, paying nothing again."""
+    urls = case_urls(40)
+    prefix = "disk_full/"
+    with small_disk("24m") as disk, sandbox_settings(cluster, result_size=MIB):
+        folder = LocalFolder(disk)
+        run_id = trigger(cluster, BATCH, urls, prefix, {"output_path": f"file://{disk}/{prefix}"})
+        ti = first_try_over(cluster, run_id)
+        full = {"unpaired": unpaired_videos(folder, prefix), "strays": strays(folder, prefix),
+                "landed": sum(1 for k in folder.objects(BUCKET) if k.endswith(".mp4")),
+                "charged": sum(paid(cluster, urls).values()), "state": ti["state"]}
+        manifest = cluster.deployment.xcom(BATCH, run_id, "remove_watermarks", "manifest") or {}
+        reasons = [v["error"] for v in manifest.get("videos", []) if v["status"] != "landed"]
+        subprocess.run(["mount", "-o", "remount,size=256m", str(disk)], check=True)  # space freed
+        state = cluster.deployment.wait_for_run(BATCH, run_id)
+        row = check_invariants(cluster, "disk_full", BATCH, [run_id], urls, prefix, store=folder, no_strays=True,
+                               faults="local output on a 24 MB filesystem, 40 videos of 1 MiB; space freed, the "
+                                      "task retried")
+    row["first_try"] = {**full, "reasons": sorted(set(reasons))[:3]}
+    row["seconds"] = run_seconds(cluster, run_id)
+    assert full["state"] == "up_for_retry", full
+    assert full["unpaired"] == [] and full["strays"] == [], full
+    assert 0 < full["landed"] < len(urls), full  # the disk did fill mid-batch
+    assert not reasons or all("No space left on device" in r or "not submitted" in r or "task" in r
+                              for r in reasons), reasons
+    assert state == "success" and row["landed"] == len(urls) and row["charged"] == len(urls), row
+
+
+def test_s3_throttling_a_fifth_of_all_calls_for_a_whole_batch(cluster: Cluster) -> None:
+    assert cluster.proxy is not None
+    before = Counter(cluster.proxy.counts)
+    cluster.proxy.rate = 0.2
+    try:
+        row = run_case(cluster, "s3_throttle20", faults={}, urls=case_urls(100),
+                       conf={"output_path": f"s3://aws_faulty@{BUCKET}/s3_throttle20/"},
+                       description="S3 answers 20% of calls 503 SlowDown or 500 InternalError, 100 videos")
+    finally:
+        cluster.proxy.rate = 0.0
+    faults = cluster.proxy.counts - before
+    row["store_faults"] = dict(faults)
+    row["seconds"] = run_seconds(cluster, cluster.runs[-1][1])
+    assert faults["SlowDown"] + faults["InternalError"] > 50, faults
+    assert not strays(cluster.s3, "s3_throttle20/")
+    assert row["landed"] == row["videos"] == row["charged"] == 100, row
+
+
+def test_s3_failing_half_of_all_calls_until_the_try_fails_then_the_retry(cluster: Cluster) -> None:
+    """At 50% the store's retries run out: the try fails (retryable) with what it paid for recorded; with the
+    store back, Airflow's retry lands every video, multipart uploads included, without paying again."""
+    assert cluster.proxy is not None
+    urls = case_urls(30)
+    prefix = "s3_fail50/"
+    before = Counter(cluster.proxy.counts)
+    with sandbox_settings(cluster, result_size=9 * MIB):  # two parts per video: multipart uploads under faults
+        cluster.proxy.rate = 0.5
+        try:
+            run_id = trigger(cluster, BATCH, urls, prefix, {"output_path": f"s3://aws_faulty@{BUCKET}/{prefix}"})
+            ti = first_try_over(cluster, run_id)
+            first = {"state": ti["state"], "charged": sum(paid(cluster, urls).values()),
+                     "unpaired": unpaired_videos(cluster.s3, prefix)}
+        finally:
+            cluster.proxy.rate = 0.0
+        state = cluster.deployment.wait_for_run(BATCH, run_id)
+    row = check_invariants(cluster, "s3_fail50", BATCH, [run_id], urls, prefix, no_strays=True,
+                           faults="S3 answers 50% of calls SlowDown or InternalError until the try fails "
+                                  "(30 videos of 9 MiB); then the retry")
+    row["first_try"] = first
+    row["store_faults"] = dict(cluster.proxy.counts - before)
+    row["seconds"] = run_seconds(cluster, run_id)
+    assert first["state"] == "up_for_retry", first
+    assert first["unpaired"] == [], first
+    assert state == "success" and row["landed"] == row["charged"] == len(urls), row
+    assert set(paid(cluster, urls).values()) == {1}
 
 
 # secrets ---------------------------------------------------------------------------------------------------

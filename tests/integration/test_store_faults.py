@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import subprocess
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -402,3 +403,90 @@ def test_a_sidecar_that_cannot_be_published_withdraws_its_video(store: str, tmp_
     monkeypatch.setattr(landing, "write_atomic", real)
     lander.land(removal(video_url), provenance={})
     assert published() == [f"out/{POST}.json", f"out/{POST}.mp4"]
+
+
+# the operator: a store that goes down after creates were paid, then comes back for the retry -----------------
+def remover(urls: list[str], output: str) -> Any:
+    from airflow_sora.operators import SoraWatermarkRemoverOperator
+
+    return SoraWatermarkRemoverOperator(task_id="remove", video_url=urls, poll_interval=0.1, deferrable=False,
+                                        output_path=output)
+
+
+def charged(sandbox: Any, urls: list[str]) -> Counter[str]:
+    return Counter(c["video_url"] for c in sandbox.charges() if c["video_url"] in urls and not c["refunded"])
+
+
+def test_a_try_failed_by_the_store_is_resumed_by_the_retry_without_paying_again(
+        sandbox_connections: Any, s3_server: str, s3_bucket: str, proxy: S3FaultProxy,
+        fast_retries: StoreRetryPolicy) -> None:
+    """Every create paid and recorded, then the store stops answering at the first video's upload: the try
+    fails with errors naming the store; the retry, with the store back, lands all 8, paying nothing again."""
+    from tests.conftest import VIDEO_URLS
+    from tests.integration.harness import TaskInstanceStandIn, run_try
+
+    sandbox = sandbox_connections
+    urls = VIDEO_URLS[20:28]
+    operator = remover(urls, f"s3://aws_faulty@{s3_bucket}/clean/")
+    proxy.trip(lambda method, path: method in ("PUT", "POST") and ".mp4" in path)
+    ti = TaskInstanceStandIn(try_number=1)
+    first = run_try(operator, ti)
+    assert first.error is not None and proxy.counts["forwarded"] > 0
+    assert f"S3 bucket '{s3_bucket}'" in str(first.error) + str(ti.xcom.get("manifest"))
+    assert sum(charged(sandbox, urls).values()) == len(urls)
+    proxy.rate = 0.0
+    second = run_try(operator, TaskInstanceStandIn(try_number=2))
+    assert second.error is None, second.error
+    assert second.value["counts"]["landed"] == len(urls), second.value
+    assert charged(sandbox, urls) == Counter(urls)  # one charge per video, both tries together
+    assert_pairs(s3_server, s3_bucket, urls)
+
+
+def test_a_store_down_while_creates_are_in_flight_never_pays_twice(
+        sandbox_connections: Any, s3_server: str, s3_bucket: str, proxy: S3FaultProxy,
+        fast_retries: StoreRetryPolicy) -> None:
+    """The store stops answering while creates are being paid: the creates whose task id could not be recorded
+    are reported as possibly charged (their task ids are in the log), never paid again; every other video is
+    resumed and landed by the retry."""
+    import threading
+
+    from tests.conftest import VIDEO_URLS
+    from tests.integration.harness import TaskInstanceStandIn, run_try
+
+    sandbox = sandbox_connections
+    urls = VIDEO_URLS[28:36]
+    operator = remover(urls, f"s3://aws_faulty@{s3_bucket}/clean/")
+    stop = threading.Event()
+
+    def store_down_after_three_creates() -> None:
+        while not stop.is_set():
+            if sum(charged(sandbox, urls).values()) >= 3:
+                proxy.rate = 1.0
+                return
+            stop.wait(0.005)
+
+    watcher = threading.Thread(target=store_down_after_three_creates, daemon=True)
+    watcher.start()
+    first = run_try(operator, TaskInstanceStandIn(try_number=1))
+    stop.set()
+    watcher.join()
+    assert first.error is not None
+    proxy.rate = 0.0
+    ti = TaskInstanceStandIn(try_number=2)
+    second = run_try(operator, ti)
+    manifest = second.value or ti.xcom["manifest"]
+    lines = {v["video_url"]: v for v in manifest["videos"]}
+    assert charged(sandbox, urls) == Counter(set(charged(sandbox, urls)))  # nothing charged twice
+    for url in urls:
+        line = lines[url]
+        assert line["status"] == "landed" or "may have been charged" in (line["error"] or ""), line
+    assert_pairs(s3_server, s3_bucket, [u for u in urls if lines[u]["status"] == "landed"])
+
+
+def assert_pairs(s3_server: str, s3_bucket: str, urls: list[str]) -> None:
+    keys = s3_keys(s3_server, s3_bucket)
+    for url in urls:
+        name = url.rsplit("/", 1)[1]
+        assert f"clean/{name}.mp4" in keys and f"clean/{name}.json" in keys, (name, sorted(keys))
+    assert not [k for k in keys if k.startswith("clean/s_") and k.rsplit(".", 1)[0] + ".json" not in keys]
+    assert open_uploads(s3_server, s3_bucket) == []
