@@ -43,6 +43,7 @@ PAD = 4  # px around the true box: the mark's soft edge is inside
 RING = 16  # px beyond the padded box: where a remover's spill shows
 NEAR = 2  # px: a found position this close to the truth (both coordinates) is a detection
 CLIP_PSNR = 99.0  # dB reported for identical pixels
+CORE_ALPHA, RESIDUE_LEVELS = 0.4, 16  # a mark pixel (true alpha >= 0.4) off by more than 16 levels is left visible
 
 GOALS = {"gain_db": 12.0, "ssim": 0.90, "gap_moving_db": 8.0, "gap_static_db": 5.0, "outside_db": 37.0,
          "realtime": 1.0, "vs_plain": 0.7, "peak_mb_60s_1080p": 500.0}
@@ -144,7 +145,8 @@ def quality(clip: Any, paths: dict[str, Path], report: Any, frames_dir: Path | N
     width, height = clip.spec.width, clip.spec.height
     box_w, box_h = clip.box_size
     names = list(paths)  # input, output, ceiling, ceiling2
-    per: dict[str, dict[str, list[float]]] = {n: {"psnr": [], "ssim": []} for n in [*names, "unblend"]}
+    per: dict[str, dict[str, list[float]]] = {n: {"psnr": [], "ssim": [], "residue": []}
+                                                  for n in [*names, "unblend"]}
     outside: list[float] = []
     ring: list[float] = []
     whole: list[float] = []  # output vs input, every frame (the measure for a clip without a mark)
@@ -185,10 +187,15 @@ def quality(clip: Any, paths: dict[str, Path], report: Any, frames_dir: Path | N
         if true_pos is not None:
             x0, y0 = max(0, true_pos[0] - PAD), max(0, true_pos[1] - PAD)
             x1, y1 = min(width, true_pos[0] + box_w + PAD), min(height, true_pos[1] + box_h + PAD)
-            ys["unblend"] = unblend(ys["input"], clip.alpha_at(i))
+            placed = clip.alpha_at(i)
+            ys["unblend"] = unblend(ys["input"], placed)
+            px, py, alpha = placed
+            core = alpha >= CORE_ALPHA
+            patch = (slice(py, py + alpha.shape[0]), slice(px, px + alpha.shape[1]))
             for n in per:
                 per[n]["psnr"].append(psnr(ys[n][y0:y1, x0:x1], yt[y0:y1, x0:x1]))
                 per[n]["ssim"].append(ssim(ys[n][y0:y1, x0:x1], yt[y0:y1, x0:x1]))
+                per[n]["residue"].append(float((np.abs(ys[n][patch] - yt[patch])[core] > RESIDUE_LEVELS).mean()))
             box_mask[:] = False
             box_mask[y0:y1, x0:x1] = True
             outside.append(psnr(ys["output"], ys["input"], ~box_mask))
@@ -206,7 +213,8 @@ def quality(clip: Any, paths: dict[str, Path], report: Any, frames_dir: Path | N
     result: dict[str, Any] = {"frames_measured": len(whole), "marked_frames": marked}
     for n in per:
         if per[n]["psnr"]:
-            result[n] = {"psnr_db": float(np.mean(per[n]["psnr"])), "ssim": float(np.mean(per[n]["ssim"]))}
+            result[n] = {"psnr_db": float(np.mean(per[n]["psnr"])), "ssim": float(np.mean(per[n]["ssim"])),
+                         "residue": float(np.mean(per[n]["residue"]))}
     if marked:
         out_psnr = np.array(per["output"]["psnr"])
         marked_idx = [i for i in range(len(whole)) if clip.position(i) is not None]
@@ -418,11 +426,12 @@ def markdown(results: dict[str, Any]) -> list[str]:
         "matte can do: it amplifies the input's codec noise by 1 / (1 - alpha)). Outside = output vs input, the "
         "padded box masked out (whole frames on the clean clip). "
         "Detected = marked frames where the engine's position is within 2 px of the truth; false finds = frames "
-        "without a mark where it reported one.", "",
+        "without a mark where it reported one. Mark left visible = share of the mark's core pixels (true alpha "
+        f">= {CORE_ALPHA:g}) whose luma is off the truth by more than {RESIDUE_LEVELS} levels.", "",
         "| clip | marked / blank frames | in box PSNR dB: output, no removal, ceiling, two encodes, unblend | "
-        "gain dB | gap to ceiling dB | SSIM: output, no removal, ceiling, unblend | outside dB | detected | "
-        "false finds | audio kept | frames, size, fps equal | engine fps |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        "gain dB | gap to ceiling dB | SSIM: output, no removal, ceiling, unblend | mark left visible: output, "
+        "unblend | outside dB | detected | false finds | audio kept | frames, size, fps equal | engine fps |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in results["clips"]:
         if row.get("marked_frames"):
             o, i, c, c2, u = (row[k] for k in ("output", "input", "ceiling", "ceiling2", "unblend"))
@@ -431,13 +440,14 @@ def markdown(results: dict[str, Any]) -> list[str]:
                 f"{i['psnr_db']:.1f}, {c['psnr_db']:.1f}, {c2['psnr_db']:.1f}, {u['psnr_db']:.1f} | "
                 f"{row['gain_db']:+.1f} | {row['gap_to_ceiling_db']:.1f} | "
                 f"{o['ssim']:.3f}, {i['ssim']:.3f}, {c['ssim']:.3f}, {u['ssim']:.3f} | "
+                f"{o['residue']:.1%}, {u['residue']:.1%} | "
                 f"{row['outside_psnr_db']:.1f} | {detected(row)} | {row['false_finds']} | "
                 f"{'yes' if row['audio_kept'] else 'NO'} | {'yes' if row['same_frames'] else 'NO'} | "
                 f"{row['engine_fps']:.1f} |")
         else:
             whole = row["whole_psnr_db"]
             lines.append(
-                f"| {row['kind']} | 0 / {row['unmarked_frames']} | - | - | - | - | "
+                f"| {row['kind']} | 0 / {row['unmarked_frames']} | - | - | - | - | - | "
                 f"{'identical' if whole >= CLIP_PSNR else f'{whole:.1f}'} | - | {row['false_finds']} | "
                 f"{'yes' if row['audio_kept'] else 'NO'} | {'yes' if row['same_frames'] else 'NO'} | "
                 f"{row['engine_fps']:.1f} |")
