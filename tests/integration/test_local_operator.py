@@ -215,3 +215,37 @@ def test_lineage_names_the_sources_and_the_output_as_their_providers_do() -> Non
                                                                amazon_naming("b", "more")]
     assert [(d.namespace, d.name) for d in lineage.outputs] == [amazon_naming("b", "clean")]
     assert [o.uri for o in op.outlets] == ["s3://b/clean"]
+
+
+def test_one_writer_at_a_time_another_run_landing_the_same_name_wins(tmp_path: Path) -> None:
+    """Another run holds the name's landing lease and lands it while this one cleans: this one waits for the
+    lease, finds that run's pair whole, and reports the file skipped instead of overwriting it."""
+    import threading
+    import time
+
+    from airflow_sora.lease import LandingLease
+    from airflow_sora.local_batch.land import FileLander
+
+    source = copy_of("clean", tmp_path / "in" / f"{POST}.mp4")
+    theirs = run(str(copy_of("clean", tmp_path / "theirs" / f"{POST}.mp4", seconds=2.0)),
+                 f"file://{tmp_path}/their-out/", tmp_path)["videos"][0]
+    output = ObjectStoragePath(f"file://{tmp_path}/out/")
+    lease = LandingLease(FileLander(output, holder="other").lease_path(POST), "other-run")
+    lease.acquire()
+    released = threading.Event()
+
+    def other_run_lands() -> None:
+        time.sleep(3.0)  # long after this run listed the folder and started cleaning
+        for ext in (".mp4", ".json"):
+            (tmp_path / "out" / f"{POST}{ext}").write_bytes((tmp_path / "their-out" / f"{POST}{ext}").read_bytes())
+        lease.release()
+        released.set()
+
+    other = threading.Thread(target=other_run_lands)
+    other.start()
+    manifest = run(str(source), str(output), tmp_path)
+    other.join()
+    (line,) = manifest["videos"]
+    assert released.is_set() and line["status"] == "skipped" and "another run" in line["error"]
+    assert line["sha256"] == theirs["sha256"]  # their pair stays whole
+    assert sha256((tmp_path / "out" / f"{POST}.mp4").read_bytes()) == theirs["sha256"]
