@@ -13,6 +13,7 @@ Sora's: it holds ~2.2 s, leaves one or two blank frames, and reappears top-left 
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
@@ -358,14 +359,21 @@ class Clip:
         """The clean RGB frame i (uint8, height x width x 3)."""
         return self.scene.frame(i)
 
-    def composite(self, clean: np.ndarray, i: int) -> np.ndarray:
-        """The mark over a clean frame, in float on RGB: a * 255 + (1 - a) * clean."""
+    def alpha_at(self, i: int) -> tuple[int, int, np.ndarray] | None:
+        """Frame i's compositing alpha: the patch's top-left corner (x, y) in the frame and the patch, or None."""
         state = self.track[i]
         if state is None:
-            return clean
+            return None
         m = self.mark.margin
-        a = self.mark.alpha(state.text)[..., None]
-        y0, x0 = state.y - m, state.x - m
+        return state.x - m, state.y - m, self.mark.alpha(state.text)
+
+    def composite(self, clean: np.ndarray, i: int) -> np.ndarray:
+        """The mark over a clean frame, in float on RGB: a * 255 + (1 - a) * clean."""
+        placed = self.alpha_at(i)
+        if placed is None:
+            return clean
+        x0, y0, alpha = placed
+        a = alpha[..., None]
         out = clean.copy()
         region = clean[y0:y0 + a.shape[0], x0:x0 + a.shape[1]].astype(np.float32)
         out[y0:y0 + a.shape[0], x0:x0 + a.shape[1]] = np.rint(a * 255.0 + (1 - a) * region).astype(np.uint8)
@@ -439,3 +447,26 @@ def long_clip(seconds: float = 60.0) -> ClipSpec:
 
 def spec_for(kind: str, seconds: float = 9.0, width: int = 1280, height: int = 720) -> ClipSpec:
     return ClipSpec(kind, width=width, height=height, seconds=seconds, seed=1 + KINDS.index(kind))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write one clip (and, with --truth, its clean frames at crf 0) to look at or to try the engine on."""
+    parser = argparse.ArgumentParser(description="Write a synthetic watermarked clip of the local engine's bench.")
+    parser.add_argument("kind", choices=KINDS)
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--seconds", type=float, default=9.0)
+    parser.add_argument("--size", default="1280x720", help="WIDTHxHEIGHT")
+    parser.add_argument("--truth", type=Path, help="also write the clean frames here (x264 crf 0)")
+    args = parser.parse_args(argv)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    clip = Clip(spec_for(args.kind, args.seconds, width, height))
+    clip.write(args.output)
+    if args.truth:
+        clip.write_truth(args.truth, "veryfast", 0)
+    marks = sorted({p for p in map(clip.position, range(clip.frames)) if p})
+    print(f"{args.output}: {clip.frames} frames, mark box {clip.box_size[0]}x{clip.box_size[1]} at {marks}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -188,6 +188,7 @@ def quality(clip: Any, paths: dict[str, Path], report: Any, frames_dir: Path | N
             x0, y0 = max(0, true_pos[0] - PAD), max(0, true_pos[1] - PAD)
             x1, y1 = min(width, true_pos[0] + box_w + PAD), min(height, true_pos[1] + box_h + PAD)
             placed = clip.alpha_at(i)
+            assert placed is not None  # a frame with a true position has an alpha
             ys["unblend"] = unblend(ys["input"], placed)
             px, py, alpha = placed
             core = alpha >= CORE_ALPHA
@@ -201,8 +202,7 @@ def quality(clip: Any, paths: dict[str, Path], report: Any, frames_dir: Path | N
             outside.append(psnr(ys["output"], ys["input"], ~box_mask))
             rx0, ry0 = max(0, x0 - RING), max(0, y0 - RING)
             rx1, ry1 = min(width, x1 + RING), min(height, y1 + RING)
-            ring_mask = np.zeros((ry1 - ry0, rx1 - rx0), bool)
-            ring_mask[:] = True
+            ring_mask = np.ones((ry1 - ry0, rx1 - rx0), bool)
             ring_mask[y0 - ry0:y1 - ry0, x0 - rx0:x1 - rx0] = False
             ring.append(psnr(ys["output"][ry0:ry1, rx0:rx1], ys["input"][ry0:ry1, rx0:rx1], ring_mask))
         else:
@@ -380,7 +380,7 @@ def memory(seconds: float, settings: Any) -> dict[str, Any]:
     plain_mb, plain_s, plain_rc = peak_rss_mb([sys.executable, str(Path(__file__).resolve()), "--plain-transcode",
                                                str(src), str(WORK / "memory-plain.mp4"), settings.preset,
                                                str(settings.crf)])
-    return {"clip": f"{clip.spec.width}x{clip.spec.height}, {seconds:g} s, {clip.frames} frames",
+    return {"clip": f"{clip.spec.width}x{clip.spec.height}, {seconds:g} s, {clip.frames} frames", "frames": clip.frames,
             "clip_seconds_to_make": made, "engine_peak_mb": engine_mb, "engine_seconds": engine_s,
             "engine_exit": engine_rc, "plain_peak_mb": plain_mb, "plain_seconds": plain_s, "plain_exit": plain_rc}
 
@@ -471,8 +471,10 @@ def markdown(results: dict[str, Any]) -> list[str]:
         m = results["memory"]
         failed = "" if m["engine_exit"] == 0 else f", exit {m['engine_exit']}"
         lines += ["", f"Peak RSS, child processes on a {m['clip']} pan clip: the engine's CLI "
-                      f"{m['engine_peak_mb']:.0f} MB ({m['engine_seconds']:.0f} s{failed}), the plain "
-                      f"transcode {m['plain_peak_mb']:.0f} MB ({m['plain_seconds']:.0f} s)."]
+                      f"{m['engine_peak_mb']:.0f} MB ({m['engine_seconds']:.0f} s, "
+                      f"{m['frames'] / m['engine_seconds']:.1f} fps{failed}), the plain transcode "
+                      f"{m['plain_peak_mb']:.0f} MB ({m['plain_seconds']:.0f} s, "
+                      f"{m['frames'] / m['plain_seconds']:.1f} fps)."]
     met = results["goals_met"]
     lines += ["", "Goals (printed, not asserted): " + "; ".join(f"{k} {ok(v)}" for k, v in met.items()) + "."]
     return lines
