@@ -475,6 +475,10 @@ def markdown(results: dict[str, Any]) -> list[str]:
                       f"{m['frames'] / m['engine_seconds']:.1f} fps{failed}), the plain transcode "
                       f"{m['plain_peak_mb']:.0f} MB ({m['plain_seconds']:.0f} s, "
                       f"{m['frames'] / m['plain_seconds']:.1f} fps)."]
+    shots = [name for row in results["clips"] for name in row.get("frames_png", [])]
+    if shots:
+        lines += ["", "Crops around each clip's first jump (input | output | truth, 2x): "
+                      "`bench/results/local-frames/<clip>-<frame>.png`."]
     met = results["goals_met"]
     lines += ["", "Goals (printed, not asserted): " + "; ".join(f"{k} {ok(v)}" for k, v in met.items()) + "."]
     return lines
