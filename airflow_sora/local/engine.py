@@ -82,7 +82,7 @@ def clean_file(src: str | os.PathLike[str], dst: str | os.PathLike[str],
 def _learn(source: str, coarse: list[CoarseSegment], info: codec.VideoInfo, settings: EngineSettings,
            tick: _Ticker) -> tuple[Matte | None, list[Samples]]:
     """One pass keeping crops of every segment's region: frames with the mark there, and frames without."""
-    samples = [Samples(s, s.box.padded(LEARN_PAD, info.width, info.height).even()) for s in coarse]
+    samples = [Samples(s, s.box.padded(LEARN_PAD + s.box.h // 4, info.width, info.height).even()) for s in coarse]
     wanted: dict[int, list[tuple[Samples, bool]]] = {}
     for sample in samples:
         s = sample.segment
@@ -132,8 +132,9 @@ def _render(source: str, target: str, settings: EngineSettings, matte: Matte, pl
             ys, xs = plan.region.slices()
             gains = fade_gains(planes.y[ys, xs], plan) if near_edge else [1.0] * len(plan.parts)
             if max(gains) > 0:
-                reference = plan.still or (_carried(previous[0], planes, plan) if previous else None)
-                restore(planes.y, planes.u, planes.v, plan, gains, reference)
+                carried = _carried(previous[0], planes, plan) if previous else None
+                references = [r for r in (plan.still, carried) if r is not None]
+                restore(planes.y, planes.u, planes.v, plan, gains, references)
                 report.positions[index] = _corner(plan, support)
                 report.marked_frames += 1
         previous[:] = [planes]

@@ -19,6 +19,10 @@ from airflow_sora.local.find import Box, detail, high_pass, match
 from airflow_sora.local.matte import Matte, Placement
 
 CORE_ALPHA = 0.6  # above this, reverse blending amplifies noise more than inpainting errs
+STRONG_ALPHA = 0.3  # above this, content from another frame beats reverse blending when it fits
+EXPLAINED = 10.0  # a reference explains a pixel when it predicts the observed level this closely
+EXPLAINED_LOOSE = 25.0  # ... or this closely, when it matches the frame all around the mark
+RING_AGREES = 5.0  # mean difference on the ring around the mark for a reference to match the frame there
 PRESENT_SCORE = 0.2  # the frame's detail correlates at least this well with the mark's (clean frames score near 0)
 
 
@@ -116,57 +120,63 @@ def fade_gains(luma_region: np.ndarray, plan: SegmentPlan) -> list[float]:
 
 
 def restore(y: np.ndarray, u: np.ndarray, v: np.ndarray, plan: SegmentPlan, gains: list[float],
-            reference: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> bool:
-    """Remove the mark from the frame's planes in place. ``reference`` is the region's content from other
-    frames (Y, U, V), used where it agrees with this frame around the mark. Returns whether it was used."""
+            references: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> int:
+    """Remove the mark from the frame's planes in place.
+
+    ``references`` hold the region's content from other frames (Y, U, V), best first. Each is trusted pixel
+    by pixel, where it explains what this frame shows: ``observed == a * white + (1 - a) * reference`` within
+    the codec's noise. Even under the core the content shows through at ``1 - a``, so a passing object or a
+    stale copy is caught there. Returns how many pixels came from the references.
+    """
     r = plan.region
     alpha = np.minimum(np.tensordot(np.asarray(gains, np.float32), np.stack(plan.parts), axes=1), 0.97)
     ys, xs = r.slices()
     observed = y[ys, xs].astype(np.float32)
     core = (alpha > CORE_ALPHA) | ((observed >= plan.white - 3) & (alpha > 0.25))
-    luma, used = _restore_plane(observed, alpha, core, plan.white, reference[0] if reference else None)
-    y[ys, xs] = luma
+    source = _choose(observed, alpha, plan.white, [ref[0] for ref in references])
+    y[ys, xs] = _restore_plane(observed, alpha, core, plan.white, [ref[0] for ref in references], source)
     cys, cxs = slice(r.y // 2, (r.y + r.h) // 2), slice(r.x // 2, (r.x + r.w) // 2)
     half = (r.w // 2, r.h // 2)
     alpha_c = cv2.resize(alpha, half, interpolation=cv2.INTER_AREA)
     core_c = cv2.resize(cv2.dilate(core.astype(np.uint8), np.ones((2, 2), np.uint8)), half,
                         interpolation=cv2.INTER_NEAREST) > 0
+    source_c = -cv2.dilate(-source, np.ones((2, 2), np.int16))[::2, ::2][:half[1], :half[0]]
     for plane, index in ((u, 1), (v, 2)):
-        other = reference[index] if (reference is not None and used) else None
-        plane[cys, cxs], _ = _restore_plane(plane[cys, cxs].astype(np.float32), alpha_c, core_c, 128.0, other,
-                                            trust=used)
-    return used
+        plane[cys, cxs] = _restore_plane(plane[cys, cxs].astype(np.float32), alpha_c, core_c, 128.0,
+                                         [ref[index] for ref in references], source_c)
+    return int(np.count_nonzero(source > 0))
+
+
+def _choose(observed: np.ndarray, alpha: np.ndarray, white: float, references: list[np.ndarray]) -> np.ndarray:
+    """Per pixel under the strong part of the mark, the first reference (1-based) that explains the frame
+    there, else 0."""
+    source = np.zeros(observed.shape, np.int16)
+    strong = alpha > STRONG_ALPHA
+    ring = ~cv2.dilate((alpha > 0.004).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    for number, reference in enumerate(references, start=1):
+        agrees = ring.any() and float(np.mean(np.abs(observed[ring] - reference[ring]))) < RING_AGREES
+        tolerance = EXPLAINED_LOOSE if agrees else EXPLAINED  # a reference that fits around the mark is likely
+        explained = np.abs(observed - (alpha * white + (1.0 - alpha) * reference)) <= tolerance
+        explained = cv2.erode(explained.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # no lone pixels
+        source[(source == 0) & strong & explained] = number
+    return source
 
 
 def _restore_plane(observed: np.ndarray, alpha: np.ndarray, core: np.ndarray, white: float,
-                   reference: np.ndarray | None, *, trust: bool | None = None) -> tuple[np.ndarray, bool]:
-    """One plane: reverse blending on the translucent part, then content from other frames (if it agrees
-    with this frame around the mark and on its faint edge) or inpainting for the core. Returns the plane and
-    whether the reference was used (chroma follows luma's choice)."""
+                   references: list[np.ndarray], source: np.ndarray) -> np.ndarray:
+    """One plane: reverse blending on the translucent part, content from other frames where ``source`` says,
+    inpainting for the rest of the core."""
     touched = alpha > 0.004
     restored = observed.copy()
     soft = touched & ~core
     restored[soft] = (observed[soft] - white * alpha[soft]) / (1.0 - alpha[soft])
-    use = trust if trust is not None else reference is not None and _agrees(observed, restored, reference,
-                                                                            touched, soft & (alpha < 0.3))
-    if use and reference is not None:
-        strong = alpha > 0.3
-        restored[strong] = reference[strong]
-    elif core.any():
+    for number, reference in enumerate(references, start=1):
+        chosen = source == number
+        restored[chosen] = reference[chosen]
+    left = core & (source == 0)
+    if left.any():
         image = np.clip(restored + 0.5, 0, 255).astype(np.uint8)
-        mask = cv2.dilate(core.astype(np.uint8), np.ones((3, 3), np.uint8))
+        mask = cv2.dilate(left.astype(np.uint8), np.ones((3, 3), np.uint8)) & (source == 0).astype(np.uint8)
         filled = cv2.inpaint(image, mask, 3, cv2.INPAINT_TELEA)
         restored[mask > 0] = filled[mask > 0]
-    return np.clip(restored + 0.5, 0, 255).astype(np.uint8), bool(use)
-
-
-def _agrees(observed: np.ndarray, restored: np.ndarray, reference: np.ndarray, touched: np.ndarray,
-            faint: np.ndarray) -> bool:
-    """The reference matches this frame on the ring around the mark, and nothing moved in under its faint
-    edge (a passing object would be painted over with the old content)."""
-    ring = ~cv2.dilate(touched.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-    if not ring.any() or not faint.any():
-        return False
-    agree = float(np.mean(np.abs(observed[ring] - reference[ring])))
-    moved = float(np.mean(np.abs(restored[faint] - reference[faint]) > 18))
-    return agree < 5.0 and moved < 0.1
+    return np.clip(restored + 0.5, 0, 255).astype(np.uint8)

@@ -114,7 +114,7 @@ class Scanner:
             return []
         stack = np.stack(self.windows).astype(np.float32)
         evidence = _steady_evidence(stack)
-        blobs = [_blob(e) for e in evidence]
+        blobs = [strongest_cluster(e) for e in evidence]
         return self._group(blobs)
 
     def _group(self, blobs: list[tuple[Box, float] | None]) -> list[CoarseSegment]:
@@ -160,10 +160,10 @@ def _steady_evidence(stack: np.ndarray) -> np.ndarray:
     return above
 
 
-def _blob(evidence: np.ndarray) -> tuple[Box, float] | None:
-    """The one compact, strong cluster of steady detail in a window, or None if nothing stands out."""
-    noise = float(np.median(evidence)) + 1.4826 * float(np.median(np.abs(evidence - np.median(evidence))))
-    level = max(4.0, 6.0 * noise)
+def strongest_cluster(evidence: np.ndarray, max_share: float = 0.6) -> tuple[Box, float] | None:
+    """The one compact, strong cluster of detail (with the strong pieces right beside it), or None if nothing
+    stands out; pieces wider or taller than ``max_share`` of the map are not the mark."""
+    level = max(4.0, 0.2 * float(evidence.max()))  # the mark is among the strongest steady detail there is
     mask = (evidence > level).astype(np.uint8)
     if not mask.any():
         return None
@@ -172,17 +172,35 @@ def _blob(evidence: np.ndarray) -> tuple[Box, float] | None:
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (close * 2, close))
     closed = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
-    best: tuple[Box, float] | None = None
+    pieces: list[tuple[Box, float]] = []
     for label in range(1, count):
         x, y, w, h, area = (int(v) for v in stats[label])
-        if w < width * 0.04 or h < 3 or w > width * 0.6 or h > height * 0.5 or area < 12:
+        if w > width * max_share or h > height * max(0.5, max_share) or area < 6:
             continue
-        energy = float(evidence[labels == label].sum())
-        if best is None or energy > best[1]:
-            best = (Box(x, y, w, h), energy)
-    if best is None or best[1] < 40 * level:
+        pieces.append((Box(x, y, w, h), float(evidence[labels == label].sum())))
+    if not pieces:
         return None
-    return best
+    best = max(pieces, key=lambda piece: piece[1])
+    if best[0].w < width * 0.04 or best[0].h < 3 or best[1] < 20 * level:
+        return None
+    return _with_neighbours(best, pieces, width, height)
+
+
+def _with_neighbours(best: tuple[Box, float], pieces: list[tuple[Box, float]], width: int, height: int
+                     ) -> tuple[Box, float]:
+    """The strongest piece and the strong pieces right beside it: a name line under the logo is part of it."""
+    box, energy = best
+    reach = box.padded(box.h, width, height)
+    x0, y0, x1, y1 = box.x, box.y, box.x + box.w, box.y + box.h
+    for other, other_energy in pieces:
+        if other is box or other_energy < 0.1 * best[1] or reach.iou(other) == 0:
+            continue
+        if other.x >= reach.x and other.y >= reach.y and other.x + other.w <= reach.x + reach.w \
+                and other.y + other.h <= reach.y + reach.h:
+            x0, y0 = min(x0, other.x), min(y0, other.y)
+            x1, y1 = max(x1, other.x + other.w), max(y1, other.y + other.h)
+            energy += other_energy
+    return Box(x0, y0, x1 - x0, y1 - y0), energy
 
 
 def match(detail_region: np.ndarray, template: np.ndarray) -> tuple[float, float, float] | None:

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from airflow_sora.local.find import Box, CoarseSegment, detail, high_pass, match
+from airflow_sora.local.find import Box, CoarseSegment, detail, high_pass, match, strongest_cluster
 
 MATCH_SIGMA = 2.0
 MIN_ALIGN_SCORE = 0.45  # a segment whose detail matches the reference worse is not this mark
 ALPHA_MAX = 0.97
 MAX_FIT_FRAMES = 40
+REFERENCE_CANDIDATES = 6
 WHITE_RANGE = (160.0, 255.0)  # the mark's brightest level, searched per video
 
 
@@ -55,8 +56,9 @@ class Matte:
     white: float = 255.0  # the mark's own level in the luma plane
 
     def support(self) -> Box:
-        """The box of the visible mark (alpha above 5%) inside the matte: what reports call its box."""
-        ys, xs = np.nonzero(self.alpha > 0.05)
+        """The box of the mark's shape inside the matte (where its opacity reaches half its peak, the middle of
+        the soft edge): what reports call its box."""
+        ys, xs = np.nonzero(self.alpha >= 0.5 * float(self.alpha.max()))
         if xs.size == 0:
             return Box(0, 0, self.width, self.height)
         return Box(int(xs.min()), int(ys.min()), int(xs.max() - xs.min()) + 1, int(ys.max() - ys.min()) + 1)
@@ -76,19 +78,12 @@ def learn(samples: list[Samples]) -> Matte | None:
     if not usable:
         return None
     means = [_mark_detail(s) for s in usable]
-    ref = int(np.argmax([float(m.max()) * np.count_nonzero(m > 0.5 * m.max()) for m in means]))
-    tight = _tight_box(means[ref])
-    if tight is None:
+    chosen = _reference(usable, means)
+    if chosen is None:
         return None
-    template = means[ref][tight.slices()]
-    placements: dict[int, Placement] = {}
-    for index, (sample, mean) in enumerate(zip(usable, means, strict=True)):
-        fit = match(mean, template)
-        if fit is not None and fit[2] >= MIN_ALIGN_SCORE:
-            placements[samples.index(sample)] = Placement(sample.region.x + fit[0], sample.region.y + fit[1],
-                                                          fit[2])
-        elif index == ref:  # pragma: no cover - a template always matches where it was cut
-            return None
+    tight, fits = chosen
+    placements = {samples.index(sample): Placement(sample.region.x + fit[0], sample.region.y + fit[1], fit[2])
+                  for sample, fit in zip(usable, fits, strict=True) if fit is not None}
     size = (tight.w, tight.h)
     stacks: list[np.ndarray] = []
     backgrounds: list[np.ndarray | None] = []
@@ -115,6 +110,30 @@ def learn(samples: list[Samples]) -> Matte | None:
     return Matte(alpha, _parts(alpha), placements, white)
 
 
+def _reference(usable: list[Samples], means: list[np.ndarray]
+               ) -> tuple[Box, list[tuple[float, float, float] | None]] | None:
+    """The segment whose mark detail the others agree with best, and where its template fits in each.
+
+    Some segments' regions catch steady content beside the mark; their template matches the others worse. The
+    mark must be found in at least two places: steady content in a clip without a mark does not jump.
+    """
+    strongest = sorted(range(len(means)), key=lambda i: -float(np.percentile(means[i], 99)))[:REFERENCE_CANDIDATES]
+    best: tuple[tuple[int, float], Box, list[tuple[float, float, float] | None]] | None = None
+    for candidate in strongest:
+        tight = _tight_box(means[candidate])
+        if tight is None:
+            continue
+        template = means[candidate][tight.slices()]
+        fits = [match(mean, template) for mean in means]
+        fits = [fit if fit is not None and fit[2] >= MIN_ALIGN_SCORE else None for fit in fits]
+        places = {(round(s.region.x + f[0]) // 8, round(s.region.y + f[1]) // 8)
+                  for s, f in zip(usable, fits, strict=True) if f is not None}
+        rank = (len(places), float(np.mean([f[2] for f in fits if f is not None])))
+        if len(places) >= 2 and (best is None or rank > best[0]):
+            best = (rank, tight, fits)
+    return (best[1], best[2]) if best is not None else None
+
+
 def _mark_detail(sample: Samples) -> np.ndarray:
     """The detail the mark adds to its region: the mean signed detail of the frames with it (moving content
     averages out) less that of the frames without it (a still scene's own detail cancels)."""
@@ -136,15 +155,12 @@ def still_background(sample: Samples) -> np.ndarray | None:
 
 
 def _tight_box(mean_detail: np.ndarray) -> Box | None:
-    level = max(2.0, 0.15 * float(mean_detail.max()))
-    ys, xs = np.nonzero(mean_detail > level)
-    if xs.size < 20:
+    """The mark's box in a segment's region: its strongest cluster of detail, a little widened."""
+    found = strongest_cluster(mean_detail, max_share=1.0)
+    if found is None:
         return None
-    pad = 4
-    x0, y0 = max(0, int(xs.min()) - pad), max(0, int(ys.min()) - pad)
-    x1 = min(mean_detail.shape[1], int(xs.max()) + pad + 1)
-    y1 = min(mean_detail.shape[0], int(ys.max()) + pad + 1)
-    return Box(x0, y0, x1 - x0, y1 - y0)
+    height, width = mean_detail.shape
+    return found[0].padded(4, width, height)
 
 
 def _cut(image: np.ndarray, origin: tuple[float, float], size: tuple[int, int]) -> np.ndarray:
