@@ -21,6 +21,8 @@ MIN_ALIGN_SCORE = 0.45  # a segment whose detail matches the reference worse is 
 ALPHA_MAX = 0.97
 MAX_FIT_FRAMES = 40
 REFERENCE_CANDIDATES = 6
+MIN_EXACT_FRAMES = 8  # frames with the content known exactly, enough to fix the white level on
+STILL_AGREES = 6.0  # mean difference around the mark for the still background to hold in a frame
 WHITE_RANGE = (160.0, 255.0)  # the mark's brightest level, searched per video
 
 
@@ -91,9 +93,14 @@ def learn(samples: list[Samples]) -> Matte | None:
         sample = samples[index]
         origin = (placement.x - sample.region.x, placement.y - sample.region.y)
         still = still_background(sample)
+        around = np.ones(sample.region.h * sample.region.w, bool).reshape(sample.region.h, sample.region.w)
+        around[max(0, int(origin[1]) - 4):int(origin[1]) + size[1] + 5,
+               max(0, int(origin[0]) - 4):int(origin[0]) + size[0] + 5] = False
         for crop in sample.marked:
             stacks.append(_cut(crop, origin, size))
-            backgrounds.append(_cut(still, origin, size) if still is not None else None)
+            holds = still is not None and (not around.any() or float(
+                np.mean(np.abs(crop[around].astype(np.float32) - still[around]))) < STILL_AGREES)
+            backgrounds.append(_cut(still, origin, size) if holds and still is not None else None)
     if len(stacks) > MAX_FIT_FRAMES:  # enough for the fit; each frame costs an inpainting per round
         keep = np.linspace(0, len(stacks) - 1, MAX_FIT_FRAMES).round().astype(int)
         stacks, backgrounds = [stacks[i] for i in keep], [backgrounds[i] for i in keep]
@@ -135,12 +142,19 @@ def _reference(usable: list[Samples], means: list[np.ndarray]
 
 
 def _mark_detail(sample: Samples) -> np.ndarray:
-    """The detail the mark adds to its region: the mean signed detail of the frames with it (moving content
-    averages out) less that of the frames without it (a still scene's own detail cancels)."""
-    marked = np.mean([detail(c, MATCH_SIGMA) for c in sample.marked], axis=0)
+    """The detail the mark adds to its region, kept only where it is consistent from frame to frame.
+
+    The mean signed detail of the frames with the mark (moving content averages out), less that of the
+    frames without it (a still scene's own detail cancels), weighted by how steady it is: under the mark the
+    content shows through at ``1 - a`` only, so the mark's detail hardly varies, while texture that drifts
+    slowly has a mean of its own but varies far more.
+    """
+    stack = np.stack([detail(c, MATCH_SIGMA) for c in sample.marked])
+    mean, spread = stack.mean(axis=0), stack.std(axis=0)
     if len(sample.unmarked) >= 3:
-        marked -= np.mean([detail(c, MATCH_SIGMA) for c in sample.unmarked], axis=0)
-    return np.maximum(marked, 0.0)
+        mean -= np.mean([detail(c, MATCH_SIGMA) for c in sample.unmarked], axis=0)
+    steady = np.clip(np.abs(mean) / (spread + 1.0) - 0.5, 0.0, 1.0)
+    return np.maximum(mean, 0.0) * steady
 
 
 def still_background(sample: Samples) -> np.ndarray | None:
@@ -185,29 +199,64 @@ def _fit_alpha(observed: np.ndarray, backgrounds: list[np.ndarray | None], mask:
                ) -> tuple[np.ndarray, float]:
     """Least squares per pixel over frames, ``observed - content = a * (white - content)``, and the mark's
     ``white`` level: the one that explains the frames best (limited-range video puts white at 235, not 255;
-    a mark need not be pure white)."""
+    a mark need not be pure white).
+
+    Content seen while the mark was elsewhere is exact; content guessed from the surroundings is not, and its
+    errors would pull ``white`` off. So ``white`` comes from the exact frames where there are enough of them,
+    and guessed frames count half in the alpha.
+    """
     inside = mask > 0
-    sums = {k: np.zeros(int(inside.sum()), np.float64) for k in ("n", "d", "dd", "di", "i", "ii")}
+    exact, guessed = _Sums(int(inside.sum())), _Sums(int(inside.sum()))
     for frame, still in zip(observed, backgrounds, strict=True):
         content = (still if still is not None else _fill_in(frame, mask))[inside].astype(np.float64)
-        lift = frame[inside].astype(np.float64) - content
-        sums["n"] += 1
-        sums["d"] += lift
-        sums["dd"] += lift * lift
-        sums["di"] += lift * content
-        sums["i"] += content
-        sums["ii"] += content * content
-    best: tuple[float, float, np.ndarray] | None = None
-    for white in np.arange(WHITE_RANGE[0], WHITE_RANGE[1] + 1, 1.0):
-        cross = white * sums["d"] - sums["di"]
-        power = np.maximum(sums["n"] * white * white - 2 * white * sums["i"] + sums["ii"], 1.0)
-        residual = float(np.sum(sums["dd"] - cross * cross / power))
-        if best is None or residual < best[0]:
-            best = (residual, float(white), cross / power)
-    assert best is not None
+        (exact if still is not None else guessed).add(frame[inside].astype(np.float64), content)
+    basis = exact if exact.frames >= MIN_EXACT_FRAMES else exact.plus(guessed, 1.0)
+    rough = basis.alpha(255.0)
+    core = rough >= 0.6 * float(rough.max())  # the soft edge is where the codec blurs the model most
+    white = float(min(np.arange(WHITE_RANGE[0], WHITE_RANGE[1] + 1, 1.0), key=lambda w: basis.residual(w, core)))
+    both = exact.plus(guessed, 0.5 if exact.frames >= MIN_EXACT_FRAMES else 1.0)
     alpha = np.zeros(mask.shape, np.float32)
-    alpha[inside] = np.clip(best[2], 0.0, ALPHA_MAX)
-    return alpha, best[1]
+    alpha[inside] = np.clip(both.alpha(white), 0.0, ALPHA_MAX)
+    return alpha, white
+
+
+class _Sums:
+    """Per-pixel sums of ``lift = observed - content`` and ``content`` over frames: enough for the fit at any
+    white level without another pass over the frames."""
+
+    def __init__(self, size: int) -> None:
+        self.frames = 0
+        self.n, self.d, self.dd, self.di, self.i, self.ii = (np.zeros(size, np.float64) for _ in range(6))
+
+    def add(self, observed: np.ndarray, content: np.ndarray) -> None:
+        lift = observed - content
+        self.frames += 1
+        self.n += 1
+        self.d += lift
+        self.dd += lift * lift
+        self.di += lift * content
+        self.i += content
+        self.ii += content * content
+
+    def plus(self, other: _Sums, weight: float) -> _Sums:
+        total = _Sums(self.n.size)
+        total.frames = self.frames + other.frames
+        for name in ("n", "d", "dd", "di", "i", "ii"):
+            setattr(total, name, getattr(self, name) + weight * getattr(other, name))
+        return total
+
+    def _cross_power(self, white: float) -> tuple[np.ndarray, np.ndarray]:
+        cross = white * self.d - self.di
+        power = np.maximum(self.n * white * white - 2 * white * self.i + self.ii, 1.0)
+        return cross, power
+
+    def alpha(self, white: float) -> np.ndarray:
+        cross, power = self._cross_power(white)
+        return cross / power
+
+    def residual(self, white: float, where: np.ndarray) -> float:
+        cross, power = self._cross_power(white)
+        return float(np.sum((self.dd - cross * cross / power)[where]))
 
 
 def _fill_in(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
