@@ -130,6 +130,23 @@ def plain_transcode(src: str, dst: str, preset: str, crf: int, threads: int = 0)
     return frames
 
 
+def engine_revision() -> str:
+    """The last commit of the engine's code that was measured, and whether its files had uncommitted changes."""
+    import airflow_sora.local as local
+
+    root = Path(local.__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args, "--", "airflow_sora/local"], capture_output=True,
+                              text=True).stdout.strip()
+
+    try:
+        commit, dirty = git("log", "-1", "--format=%h"), git("status", "--porcelain")
+    except OSError:
+        return "unknown"
+    return (commit or "unknown") + (" with uncommitted changes" if dirty else "")
+
+
 def run_engine(src: Path, dst: Path, settings: Any) -> tuple[Any, float]:
     from airflow_sora.local import clean_file
 
@@ -417,7 +434,8 @@ def markdown(results: dict[str, Any]) -> list[str]:
     lines = [
         "## Local engine", "",
         f"`python bench/local_quality.py{results['args']}` (`bench/results/{results['file']}`), run "
-        f"{results['when']} on {results['machine']}; engine settings: x264 preset {s['preset']}, crf {s['crf']}.",
+        f"{results['when']} on {results['machine']}; the engine at {results['engine_revision']}, x264 preset "
+        f"{s['preset']}, crf {s['crf']}.",
         "Synthetic clips from `bench/local_clips.py` (1280x720, 30 fps, AAC audio, input x264 crf 20): the engine "
         "gets only the watermarked file. In the box = the mark's true box padded by 4 px, luma, mean over the "
         "marked frames; no removal = the input; ceiling = the clean truth encoded with the engine's settings; "
@@ -535,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}, "
                    f"PyAV {av.__version__}",
         "args": "".join(f" {a}" for a in argv), "file": f"local-{stamp}.json", "settings": settings.as_dict(),
+        "engine_revision": engine_revision(),
         "goals": GOALS, "clips": []}
     clips = [c for c in args.clips.split(",") if c]
     for kind in clips:
