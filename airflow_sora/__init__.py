@@ -79,5 +79,8 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Kie.ai", "python-modules": ["airflow_sora.triggers.kie"]},
         ],
         "extra-links": ["airflow_sora.links.KieTaskLink"],
+        # The Kie callback receiver on the API server; it mounts nothing unless [sora] kie_callbacks is true.
+        "plugins": [{"name": "sora_kie_callbacks",
+                     "plugin-class": "airflow_sora.plugins.kie_callbacks.SoraKieCallbackPlugin"}],
         "connection-types": [kie, savesora],
     }

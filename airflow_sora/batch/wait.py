@@ -6,14 +6,17 @@ only does the blocking I/O and turns what a poll learns into life-cycle events.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from airflow_sora.batch.ledger import Ledger
 from airflow_sora.lifecycle import Event, Phase
-from airflow_sora.polling import PollSchedule, WaitOutcome, WaitTracker
+from airflow_sora.polling import CallbackWatch, PollSchedule, WaitOutcome, WaitTracker
 from airflow_sora.services.base import WatermarkService
 from airflow_sora.services.errors import ServiceError
 from airflow_sora.services.models import TaskState, TaskStatus
+
+log = logging.getLogger(__name__)
 
 
 def record_status(ledger: Ledger, client: WatermarkService, post_id: str, status: TaskStatus) -> None:
@@ -49,16 +52,31 @@ def wait_in_worker(ledger: Ledger, client: WatermarkService, *, deadline: float,
     What each round learns goes into the ledger at once, so progress lines count finished tasks as they come.
     """
     tracker = WaitTracker(waiting_task_ids(ledger), deadline=deadline, schedule=schedule)
+    watch = CallbackWatch(schedule) if schedule.expects_callbacks else None
     time.sleep(tracker.first_delay())
     while True:
         statuses: dict[str, TaskStatus] = {}
         errors: list[ServiceError] = []
-        for task_id in tracker.pending:
+        for task_id in tracker.pending if watch is None else _due(watch, ledger, tracker.pending):
             try:
                 statuses[task_id] = client.get_status(task_id)
             except ServiceError as error:
                 errors.append(error)
         record_statuses(ledger, client, statuses)
+        if watch is not None:
+            watch.polled(statuses)
         if (outcome := tracker.after_round(statuses, errors)) is not None:
             return outcome
-        time.sleep(tracker.next_delay())
+        time.sleep(tracker.listen_delay() if watch is not None and not watch.fallback else tracker.next_delay())
+
+
+def _due(watch: CallbackWatch, ledger: Ledger, pending: list[str]) -> list[str]:
+    """With callbacks on: what the run's inbox holds (one listing), then the tasks the watch says to poll."""
+    if not watch.fallback:
+        from airflow_sora.plugins.inbox import CallbackInbox
+
+        try:
+            watch.hear(CallbackInbox.for_state(ledger.store).heard())
+        except Exception as error:  # polling covers a store that cannot be listed right now
+            log.warning("Could not read the callback inbox, polling covers it: %s", type(error).__name__)
+    return watch.due(pending)

@@ -41,7 +41,12 @@ class SoraWatermarkRemoverOperator(BaseOperator):
     :param deferrable: wait for Kie in the triggerer (default ``[operators] default_deferrable``).
     :param poll_interval: seconds between polls in the first 30 s (then the spec's back-off).
     :param timeout: seconds to wait for Kie tasks before giving up (task ids are kept for a retry).
-    :param callback_url: passed to Kie as ``callBackUrl``.
+    :param callback_url: passed to Kie as ``callBackUrl``. ``"auto"``: the provider's own receiver on the API
+        server (see the callbacks guide), built from ``[api] base_url`` or the connection's ``callback_url`` extra
+        and signed with its ``callback_secret``; the wait then polls only to confirm callbacks and, for tasks
+        not heard of, as a slow fallback. None: the connection's ``callback_url`` extra if it has one.
+    :param callback_fallback_after: with callbacks, seconds before a task not heard of is polled (then every
+        30 s); if no callback at all came by then, the receiver is presumed down and polling takes over.
     :param upload_method: Kie storage, ``s3`` or ``oss`` (default: the connection's, else ``s3``).
     :param if_exists: when ``<post_id>.mp4`` already landed: ``skip`` (no charge), ``overwrite`` or ``fail``.
     :param keep_source: SaveSora only: also land the watermarked original as ``<post_id>.source.mp4``.
@@ -94,6 +99,7 @@ class SoraWatermarkRemoverOperator(BaseOperator):
         retry_failed_after: float | timedelta | None = timedelta(hours=24),
         retry_rejected: bool = False,
         claim_wait: float = 600.0,
+        callback_fallback_after: float = 60.0,
         **kwargs: Any,
     ) -> None:
         if if_exists not in ("skip", "overwrite", "fail"):
@@ -128,6 +134,8 @@ class SoraWatermarkRemoverOperator(BaseOperator):
                                    else retry_failed_after)
         self.retry_rejected = retry_rejected
         self.claim_wait = claim_wait
+        self.callback_fallback_after = callback_fallback_after
+        self._inbox: str | None = None  # the run's callback inbox, when this try's creates asked for callbacks
 
     # entry points ---------------------------------------------------------------------------------
     def execute(self, context: Any) -> dict[str, Any]:
@@ -191,14 +199,42 @@ class SoraWatermarkRemoverOperator(BaseOperator):
         self.defer(
             trigger=KieTaskTrigger(task_ids=waiting, conn_id=self.conn_id, deadline=time.time() + self.timeout,
                                    poll_schedule=self._schedule().as_dict(),
-                                   progress={k: v for k, v in asdict(counts).items() if k != "running"}),
+                                   progress={k: v for k, v in asdict(counts).items() if k != "running"},
+                                   inbox=self._inbox),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout + 120),
         )
 
     def _schedule(self) -> PollSchedule:
         return PollSchedule(first_poll_after=min(PollSchedule.first_poll_after, self.poll_interval),
-                            interval=self.poll_interval)
+                            interval=self.poll_interval,
+                            callback_silence=self.callback_fallback_after if self._inbox else 0.0)
+
+    def _callback_url(self, client: WatermarkService, scope: RunScope, store: VideoStateStore) -> str | None:
+        """The ``callBackUrl`` of this try's creates: the user's, or the provider's receiver (``auto``)."""
+        self._inbox = None
+        if not client.asynchronous:
+            return None
+        from airflow_sora.plugins.settings import AUTO, load_settings
+
+        wanted = self.callback_url
+        settings = load_settings(self.conn_id) if wanted in (None, AUTO) else None
+        if wanted is None and settings is not None:
+            wanted = AUTO if settings.callback_url else None
+        if wanted != AUTO or settings is None:
+            return wanted
+        from airflow_sora.plugins.inbox import CallbackInbox
+        from airflow_sora.plugins.settings import receiver_base
+        from airflow_sora.plugins.tokens import CallbackScope, callback_url
+
+        if not settings.callback_secret:
+            raise SoraFailedError(f"callback_url='auto' needs a callback_secret in connection {self.conn_id!r}'s "
+                                  "extras (the same value the API server reads); nothing was spent")
+        receiver = receiver_base(None if settings.callback_url in (None, AUTO) else settings.callback_url)
+        names = CallbackScope(conn_id=self.conn_id, output=self.output_path, dag_id=scope.dag_id,
+                              run_id=scope.run_id, task_id=scope.task_id, map_index=scope.map_index)
+        self._inbox = CallbackInbox.for_state(store).uri
+        return callback_url(receiver, settings.callback_secret, names)
 
     def _client(self) -> WatermarkService:
         hook = hook_for_connection(self.conn_id)
@@ -301,16 +337,21 @@ class _BatchContext:
                 KieTaskLink.persist(self.context, task_id)
                 first_link[0] = False
 
+        store = VideoStateStore(output, scope, service=self.client.service_name, conn_id=op.conn_id)
+        try:
+            callback_url = op._callback_url(self.client, scope, store)
+        except BaseException:
+            self.__exit__()
+            raise
         settings = BatchSettings(
             if_exists=op.if_exists, keep_source=op.keep_source, on_unknown_submit=op.on_unknown_submit,
-            resubmit_failed=op.resubmit_failed, callback_url=op.callback_url,
+            resubmit_failed=op.resubmit_failed, callback_url=callback_url,
             landing_concurrency=op.landing_concurrency, max_active_submissions=op.max_active_submissions,
             poll_schedule=op._schedule(), max_credits=budget,
             retry_failed_after=op.retry_failed_after, retry_rejected=op.retry_rejected,
             claim_wait=op.claim_wait, claim_ttl=2 * op.timeout + 2 * LEASE_TTL,
             provenance={"airflow": {**scope.as_dict(), "try_number": getattr(ti, "try_number", None)}},
         )
-        store = VideoStateStore(output, scope, service=self.client.service_name, conn_id=op.conn_id)
         return BatchRun(self.client, store, self.lander, settings, self.videos.videos,
                         pre_rejected=len(self.videos.rejected), on_submitted=on_submitted,
                         progress=ProgressReporter(op.log))

@@ -19,6 +19,11 @@ def handle(request: SandboxHandler, method: str, name: str) -> None:
     state = request.state
     if method == "GET" and name == "charges":
         return request.send_json(200, state.charge_log())
+    if method == "GET" and name == "tasks":
+        return request.send_json(200, state.task_log())
+    if method == "GET" and name == "callbacks":
+        with state.lock:
+            return request.send_json(200, list(state.callbacks_sent))
     if method == "GET" and name == "summary":
         return request.send_json(200, state.summary())
     if method == "GET" and name == "faults":

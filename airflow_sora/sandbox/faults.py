@@ -49,6 +49,9 @@ class Faults(BaseModel):
     task_fail: FaultRule = Field(default_factory=FaultRule)  # Kie task ends "fail" / SaveSora 5002
     truncate_download: FaultRule = Field(default_factory=FaultRule)  # close mid-body, full Content-Length
     expire_links: FaultRule = Field(default_factory=FaultRule)  # result links issued already expired
+    callback_drop: FaultRule = Field(default_factory=FaultRule)  # a finished task sends no callback at all
+    callback_duplicate: FaultRule = Field(default_factory=FaultRule)  # a callback delivered twice
+    callback_unsigned: FaultRule = Field(default_factory=FaultRule)  # signing on, yet sent without a signature
     fail_video_urls: list[str] = Field(default_factory=list)  # these videos always fail at the service
     reject_video_urls: list[str] = Field(default_factory=list)  # refused as invalid (Kie 422, SaveSora 4006)
 

@@ -128,13 +128,28 @@ def record(server: SandboxHTTPServer, task: KieTask, phase: str) -> dict[str, An
 
 
 def schedule_callback(server: SandboxHTTPServer, task: KieTask) -> None:
-    timer = threading.Timer(task.latency + 0.05, _send_callback, args=(server, task))
+    timer = threading.Timer(task.latency + 0.05, _send_callbacks, args=(server, task))
     timer.daemon = True
     timer.start()
 
 
-def _send_callback(server: SandboxHTTPServer, task: KieTask) -> None:
-    """POST the finished task to its callBackUrl, signed when a webhook key is set; the outcome is logged."""
+def _send_callbacks(server: SandboxHTTPServer, task: KieTask) -> None:
+    """Like Kie: one callback once the task ends (none under ``callback_drop``, two under
+    ``callback_duplicate``), each retried with back-off while the receiver answers no 2xx or nothing."""
+    state = server.state
+    with state.lock:
+        if state.faults.callback_drop.fire(state.rng):
+            state.callbacks_sent.append({"task_id": task.task_id, "outcome": "dropped"})
+            return
+        copies = 2 if state.faults.callback_duplicate.fire(state.rng) else 1
+        unsigned = state.faults.callback_unsigned.fire(state.rng)
+    for _ in range(copies):
+        _deliver(server, task, signed=not unsigned)
+
+
+def callback_request(server: SandboxHTTPServer, task: KieTask, *, signed: bool = True,
+                     now: float | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """The body and headers of a task's callback, as Kie sends them (signed when a webhook key is set)."""
     state = server.state
     phase = task.phase(time.time(), state.config.invisible_for)
     success = phase == "success"
@@ -143,16 +158,30 @@ def _send_callback(server: SandboxHTTPServer, task: KieTask) -> None:
                "data": record(server, task, phase)}
     headers = {"Content-Type": "application/json"}
     key = state.config.webhook_key
-    if key:
-        timestamp = str(int(time.time()))
+    if key and signed:
+        timestamp = str(int(time.time() if now is None else now))
         digest = hmac.new(key.encode(), f"{task.task_id}.{timestamp}".encode(), hashlib.sha256).digest()
         headers["X-Webhook-Timestamp"] = timestamp
         headers["X-Webhook-Signature"] = base64.b64encode(digest).decode()
-    try:
-        response = httpx.post(task.callback_url or "", json=payload, headers=headers, timeout=15.0)
-        outcome: Any = response.status_code
-    except httpx.HTTPError as exc:
-        outcome = type(exc).__name__
-    with state.lock:
-        task.callback_sent = True
-        state.callbacks_sent.append({"task_id": task.task_id, "outcome": outcome})
+    return payload, headers
+
+
+def _deliver(server: SandboxHTTPServer, task: KieTask, *, signed: bool) -> None:
+    """POST one callback, retried; every attempt's outcome is logged in ``callbacks_sent``."""
+    state = server.state
+    delay = state.config.callback_retry_delay
+    for attempt in range(1 + max(0, state.config.callback_retries)):
+        if attempt:
+            time.sleep(delay)
+            delay *= 2
+        payload, headers = callback_request(server, task, signed=signed)
+        try:
+            response = httpx.post(task.callback_url or "", json=payload, headers=headers, timeout=15.0)
+            outcome: Any = response.status_code
+        except httpx.HTTPError as exc:
+            outcome = type(exc).__name__
+        with state.lock:
+            task.callback_sent = True
+            state.callbacks_sent.append({"task_id": task.task_id, "outcome": outcome, "attempt": attempt + 1})
+        if isinstance(outcome, int) and 200 <= outcome < 300:
+            return

@@ -37,6 +37,8 @@ class SandboxConfig:
     link_ttl: float = 24 * 3600.0  # how long a result link works
     refreshed_link_ttl: float = 20 * 60.0  # download-url links: 20 minutes
     webhook_key: str | None = None  # sign callbacks when set
+    callback_retries: int = 2  # more tries of a callback the receiver did not answer with 2xx (or at all)
+    callback_retry_delay: float = 1.0  # seconds before the first retry, doubled each time
     seed: int | None = None
     media_file: str = ""  # serve this file's bytes as every result (a real clip for the local engine's demos)
 
@@ -167,6 +169,12 @@ class SandboxState:
     def count_request(self, endpoint: str) -> None:
         with self.lock:
             self.requests[endpoint] += 1
+
+    def task_log(self) -> list[dict[str, Any]]:
+        """Every Kie task in create order: when it was created and how long it takes (for the benchmarks' T*)."""
+        with self.lock:
+            return [{"task_id": t.task_id, "created": t.created, "latency": t.latency, "callback_url": bool(
+                t.callback_url), "callback_sent": t.callback_sent} for t in self.tasks.values()]
 
     def charge_log(self) -> list[dict[str, Any]]:
         with self.lock:

@@ -13,7 +13,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow_sora._compat import AirflowException, AirflowFailException
 from airflow_sora.hooks.kie import KieHook
 from airflow_sora.links import KieTaskLink
-from airflow_sora.polling import PollSchedule, WaitTracker
+from airflow_sora.polling import CallbackWatch, PollSchedule, WaitTracker
 from airflow_sora.services.errors import ServiceError
 from airflow_sora.services.models import TaskState, TaskStatus
 from airflow_sora.triggers.kie import KieTaskTrigger, KieWaitEvent
@@ -24,13 +24,19 @@ class KieTaskSensor(BaseSensorOperator):
 
     A task the service failed fails the sensor without retries; a transient poll error is retried by the
     client, then by the sensor's next poke.
+
+    :param callback_inbox: the callback inbox the task's callbacks are recorded in (see
+        ``airflow_sora.plugins.inbox``), when it was created with the provider's callback URL: the sensor then
+        polls once a callback is heard, and otherwise only after ``callback_fallback_after`` seconds.
+    :param callback_fallback_after: seconds before a task not heard of is polled anyway.
     """
 
-    template_fields: Sequence[str] = ("kie_task_id", "conn_id")
+    template_fields: Sequence[str] = ("kie_task_id", "conn_id", "callback_inbox")
     operator_extra_links = (KieTaskLink(),)
 
     def __init__(self, *, kie_task_id: str, conn_id: str = KieHook.default_conn_name,
                  deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+                 callback_inbox: str | None = None, callback_fallback_after: float = 60.0,
                  **kwargs: Any) -> None:
         kwargs.setdefault("poke_interval", 5.0)
         kwargs.setdefault("timeout", 900.0)
@@ -38,16 +44,20 @@ class KieTaskSensor(BaseSensorOperator):
         self.kie_task_id = kie_task_id
         self.conn_id = conn_id
         self.deferrable = deferrable
+        self.callback_inbox = callback_inbox
+        self.callback_fallback_after = callback_fallback_after
         self._tracker: WaitTracker | None = None
+        self._watch: CallbackWatch | None = None
 
     def execute(self, context: Any) -> Any:
         KieTaskLink.persist(context, self.kie_task_id)
         if not self.deferrable:
             return super().execute(context)
-        schedule = PollSchedule(first_poll_after=0.0, interval=float(self.poke_interval))
+        schedule = self._schedule()
         self.defer(
             trigger=KieTaskTrigger(task_ids=[self.kie_task_id], conn_id=self.conn_id,
-                                   deadline=time.time() + float(self.timeout), poll_schedule=schedule.as_dict()),
+                                   deadline=time.time() + float(self.timeout), poll_schedule=schedule.as_dict(),
+                                   inbox=self.callback_inbox or None),
             method_name="execute_complete",
             timeout=timedelta(seconds=float(self.timeout) + 60),
         )
@@ -57,6 +67,9 @@ class KieTaskSensor(BaseSensorOperator):
         """One poll round, judged by the same ``WaitTracker`` as the trigger's and the operator's waits."""
         if self._tracker is None:  # the sensor's own timeout is the deadline
             self._tracker = WaitTracker([self.kie_task_id], deadline=float("inf"))
+        if self.callback_inbox and not self._heard_or_due():
+            self.log.info("Kie task %s: no callback yet, not polled", self.kie_task_id)
+            return False
         try:
             with KieHook(self.conn_id).get_conn() as client:
                 status = client.get_status(self.kie_task_id)
@@ -69,7 +82,26 @@ class KieTaskSensor(BaseSensorOperator):
                 raise AirflowException(f"Kie task {self.kie_task_id}: {outcome.message}") from None
             raise AirflowFailException(f"Kie task {self.kie_task_id}: {outcome.message}") from None
         self._tracker.after_round({self.kie_task_id: status}, [])
+        if self._watch is not None:
+            self._watch.polled({self.kie_task_id: status})
         return self._outcome(status)
+
+    def _schedule(self) -> PollSchedule:
+        return PollSchedule(first_poll_after=0.0, interval=float(self.poke_interval),
+                            callback_silence=self.callback_fallback_after if self.callback_inbox else 0.0)
+
+    def _heard_or_due(self) -> bool:
+        """Poke mode with callbacks: one listing of the inbox, then the same decision as the trigger's."""
+        from airflow_sora.plugins.inbox import CallbackInbox
+
+        if self._watch is None:
+            self._watch = CallbackWatch(self._schedule())
+        if not self._watch.fallback:
+            try:
+                self._watch.hear(CallbackInbox.at(str(self.callback_inbox)).heard())
+            except Exception as error:  # polling covers a store that cannot be listed right now
+                self.log.warning("Could not read the callback inbox, polling covers it: %s", type(error).__name__)
+        return bool(self._watch.due([self.kie_task_id]))
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         wait = KieWaitEvent.from_payload(event)

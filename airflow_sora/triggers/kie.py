@@ -1,8 +1,10 @@
 """``KieTaskTrigger``: wait in the triggerer for one or many Kie tasks, with one shared async client.
 
-The decision of when to stop is ``polling.WaitTracker``'s, the same as the worker's and the sensor's. The
-trigger writes progress lines (counts out of N) at least every 15 s; in Airflow 3 the triggerer sends a
-trigger's log lines to the log of the task that deferred to it.
+The decision of when to stop is ``polling.WaitTracker``'s, the same as the worker's and the sensor's. With
+an ``inbox`` (callbacks on), each round first lists the run's callback inbox (one store request for the whole
+batch) and ``polling.CallbackWatch`` picks the tasks to poll: those heard of, once, to confirm, and those
+silent past their expected time, slowly. The trigger writes progress lines (counts out of N) at least every
+15 s; in Airflow 3 the triggerer sends a trigger's log lines to the log of the task that deferred to it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from airflow_sora.exceptions import InvalidTriggerEventError
 from airflow_sora.hooks.kie import KieHook
-from airflow_sora.polling import MAX_CONSECUTIVE_ERRORS, PollSchedule, WaitOutcome, WaitTracker
+from airflow_sora.polling import MAX_CONSECUTIVE_ERRORS, CallbackWatch, PollSchedule, WaitOutcome, WaitTracker
 from airflow_sora.progress import Counts, ProgressReporter
 from airflow_sora.services.base import AsyncWatermarkService
 from airflow_sora.services.errors import ServiceError
@@ -51,13 +53,14 @@ class KieTaskTrigger(BaseTrigger):
     Yields exactly one ``KieWaitEvent``. Serialises only ids, conn id, deadline, polling settings and the
     batch's counts before deferral (for progress lines): the key is read from the connection in the triggerer.
     Up to ``max_consecutive_errors`` poll rounds with transient errors are tolerated; a permanent error (bad
-    key, unknown task) ends the wait at once.
+    key, unknown task) ends the wait at once. ``inbox``: the URI of the run's callback inbox (no secret in it);
+    without one, every pending task is polled on the schedule, as before callbacks existed.
     """
 
     def __init__(self, task_ids: list[str], conn_id: str = KieHook.default_conn_name, deadline: float | None = None,
                  poll_schedule: dict[str, float] | None = None,
                  max_consecutive_errors: int = MAX_CONSECUTIVE_ERRORS, max_in_flight: int = 10,
-                 progress: dict[str, float] | None = None) -> None:
+                 progress: dict[str, float] | None = None, inbox: str | None = None) -> None:
         super().__init__()
         self.task_ids = list(dict.fromkeys(task_ids))
         self.conn_id = conn_id
@@ -66,9 +69,11 @@ class KieTaskTrigger(BaseTrigger):
         self.max_consecutive_errors = max_consecutive_errors
         self.max_in_flight = max_in_flight
         self.progress = dict(progress or {})
+        self.inbox = inbox
         self._reporter = ProgressReporter(self.log)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
+        kwargs: dict[str, Any] = {"inbox": self.inbox} if self.inbox else {}  # only when callbacks are on
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
@@ -79,6 +84,7 @@ class KieTaskTrigger(BaseTrigger):
                 "max_consecutive_errors": self.max_consecutive_errors,
                 "max_in_flight": self.max_in_flight,
                 "progress": self.progress,
+                **kwargs,
             },
         )
 
@@ -97,13 +103,34 @@ class KieTaskTrigger(BaseTrigger):
 
     async def _wait(self, client: AsyncWatermarkService, tracker: WaitTracker) -> WaitOutcome:
         self._report(tracker, force=True)
+        watch = self._watch(tracker)
         await self._sleep(tracker.first_delay(), tracker)
         while True:
-            statuses, errors = await self._poll_round(client, tracker.pending)
+            to_poll = tracker.pending if watch is None else await self._due(watch, tracker.pending)
+            statuses, errors = await self._poll_round(client, to_poll)
+            if watch is not None:
+                watch.polled(statuses)
             if (outcome := tracker.after_round(statuses, errors)) is not None:
                 return outcome
             self._report(tracker)
-            await self._sleep(tracker.next_delay(), tracker)
+            listening = watch is not None and not watch.fallback
+            await self._sleep(tracker.listen_delay() if listening else tracker.next_delay(), tracker)
+
+    def _watch(self, tracker: WaitTracker) -> CallbackWatch | None:
+        if not self.inbox or not tracker.schedule.expects_callbacks:
+            return None
+        return CallbackWatch(tracker.schedule)
+
+    async def _due(self, watch: CallbackWatch, pending: list[str]) -> list[str]:
+        """Hear what the inbox holds (one listing), then ask the watch; a store that fails hears nothing."""
+        if not watch.fallback:
+            from airflow_sora.plugins.inbox import CallbackInbox
+
+            try:
+                watch.hear(await asyncio.to_thread(CallbackInbox.at(str(self.inbox)).heard))
+            except Exception as error:  # polling covers a store that cannot be listed right now
+                self.log.warning("Could not read the callback inbox, polling covers it: %s", type(error).__name__)
+        return watch.due(pending)
 
     async def _sleep(self, seconds: float, tracker: WaitTracker) -> None:
         """Sleep in slices, so a long back-off still lets a progress line out every interval."""
