@@ -20,6 +20,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
 from airflow_sora.plugins.inbox import CallbackInbox, state_store, valid_task_id
 from airflow_sora.plugins.settings import CallbackSettings, load_settings
 from airflow_sora.plugins.signature import signature_problem
@@ -156,11 +159,8 @@ def _json_object(raw: bytes | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def create_app(handler: CallbackHandler | None = None) -> Any:
+def create_app(handler: CallbackHandler | None = None) -> FastAPI:
     """The FastAPI app the plugin mounts at ``/sora`` (its own docs pages off: nothing to browse)."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-
     handler = handler or CallbackHandler()
     app = FastAPI(title="Sora Kie callbacks", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -173,7 +173,7 @@ def create_app(handler: CallbackHandler | None = None) -> Any:
     return app
 
 
-async def _answer(handler: CallbackHandler, request: Any) -> Answer:
+async def _answer(handler: CallbackHandler, request: Request) -> Answer:
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > handler.max_body):
         return Answer(413, "body too large")
@@ -193,7 +193,7 @@ async def _answer(handler: CallbackHandler, request: Any) -> Answer:
         return Answer(503, f"the run's state could not be read or written ({type(error).__name__})")
 
 
-def _task_hint(request: Any) -> str:
+def _task_hint(request: Request) -> str:
     """The task id for the log line, only when it is well formed (never the body, never the URL's token)."""
     try:
         data = json.loads(getattr(request.state, "sora_body", b"") or b"{}").get("data") or {}
