@@ -53,10 +53,21 @@ def motion(previous: np.ndarray, current: np.ndarray, points: np.ndarray) -> np.
     return matrix
 
 
-def warp(plane: np.ndarray, matrix: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    """``plane`` (a crop of the previous frame) moved as ``matrix`` says; ``scale`` 0.5 for chroma."""
+def warp(plane: np.ndarray, matrix: np.ndarray, scale: float = 1.0, *, keep_unseen: bool = True) -> np.ndarray:
+    """``plane`` (a crop of another frame) moved as ``matrix`` says; ``scale`` 0.5 for chroma. Pixels whose
+    source lies outside the crop repeat its border, or are NaN without ``keep_unseen``."""
     m = matrix.copy()
     m[:, 2] *= scale
     h, w = plane.shape
+    if keep_unseen:
+        return cv2.warpAffine(plane.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
     return cv2.warpAffine(plane.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=float("nan"))
+
+
+def compose(later: np.ndarray, earlier: np.ndarray) -> np.ndarray:
+    """The 2x3 transform doing ``earlier`` then ``later``."""
+    a2, b2 = later[:, :2], later[:, 2]
+    a1, b1 = earlier[:, :2], earlier[:, 2]
+    return np.hstack([a2 @ a1, (a2 @ b1 + b2)[:, None]]).astype(np.float32)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from airflow_sora.local import borrow, codec
 from airflow_sora.local.errors import NotAVideoError
 from airflow_sora.local.fill import PRESENT_SCORE, SegmentPlan, fade_gains, plan_segment, presence, restore
 from airflow_sora.local.find import WINDOW, Box, CoarseSegment, Scanner
+from airflow_sora.local.follow import Follower, Reference
 from airflow_sora.local.matte import Matte, Samples, learn, still_background
 from airflow_sora.local.report import CleanReport, MarkSegment
 from airflow_sora.local.settings import EngineSettings
@@ -57,14 +59,15 @@ def clean_file(src: str | os.PathLike[str], dst: str | os.PathLike[str],
                          mark_found=False, positions=[None] * scanner.frames, audio_kept=info.has_audio,
                          engine=ENGINE, settings=settings.as_dict())
     coarse = scanner.segments()
-    matte, samples = _learn(source, coarse, info, settings, tick) if coarse else (None, [])
+    matte, samples, opening = _learn(source, coarse, info, settings, tick) if coarse else (None, [], None)
     if matte is None:
         codec.copy_unchanged(source, target)
     else:
         plans = [plan_segment(matte, placement, samples[i].segment.start, samples[i].segment.end,
                               (info.width, info.height), _still(samples[i]))
                  for i, placement in sorted(matte.placements.items())]
-        _render(source, target, settings, matte, plans, report, tick)
+        hindsight = opening.hindsight(plans) if opening is not None else {}
+        _render(source, target, settings, matte, plans, hindsight, report, tick)
         report.mark_found = report.marked_frames > 0
         report.segments = _segments(report.positions, plans, matte)
         report.confidence = round(float(np.mean([s.confidence for s in report.segments])), 3) if report.segments \
@@ -80,8 +83,9 @@ def clean_file(src: str | os.PathLike[str], dst: str | os.PathLike[str],
 
 
 def _learn(source: str, coarse: list[CoarseSegment], info: codec.VideoInfo, settings: EngineSettings,
-           tick: _Ticker) -> tuple[Matte | None, list[Samples]]:
-    """One pass keeping crops of every segment's region: frames with the mark there, and frames without."""
+           tick: _Ticker) -> tuple[Matte | None, list[Samples], _Opening | None]:
+    """One pass keeping crops of every segment's region: frames with the mark there, and frames without; and
+    every frame of the opening's region while the mark sits there from the first frame on."""
     samples = [Samples(s, s.box.padded(LEARN_PAD + s.box.h // 4, info.width, info.height).even()) for s in coarse]
     wanted: dict[int, list[tuple[Samples, bool]]] = {}
     for sample in samples:
@@ -91,8 +95,11 @@ def _learn(source: str, coarse: list[CoarseSegment], info: codec.VideoInfo, sett
         elsewhere = [f for o in coarse if o.box.iou(sample.region) == 0 for f in range(o.start, o.end + 1)]
         for frame in _spread(elsewhere, UNMARKED_PER_SEGMENT):
             wanted.setdefault(frame, []).append((sample, False))
-    last = max(wanted) if wanted else -1
+    opening = _Opening.of(coarse, info)
+    last = max([*wanted, opening.last if opening else -1]) if wanted else -1
     for index, planes in enumerate(codec.iter_planes(source, threads=settings.threads, stop_after=last + 1)):
+        if opening is not None and index <= opening.last:
+            opening.keep(planes)
         for sample, marked in wanted.get(index, ()):
             ys, xs = sample.region.slices()
             if marked:
@@ -102,7 +109,7 @@ def _learn(source: str, coarse: list[CoarseSegment], info: codec.VideoInfo, sett
                 cys, cxs = sample.region.half().slices()
                 sample.unmarked_chroma.append((planes.u[cys, cxs].copy(), planes.v[cys, cxs].copy()))
         tick("learn", index + 1)
-    return learn(samples), samples
+    return learn(samples), samples, opening
 
 
 def _still(sample: Samples) -> tuple[np.ndarray, np.ndarray, np.ndarray, Box] | None:
@@ -115,51 +122,56 @@ def _still(sample: Samples) -> tuple[np.ndarray, np.ndarray, np.ndarray, Box] | 
 
 
 def _render(source: str, target: str, settings: EngineSettings, matte: Matte, plans: list[SegmentPlan],
-            report: CleanReport, tick: _Ticker) -> None:
+            hindsight: dict[int, tuple[SegmentPlan, Reference]], report: CleanReport, tick: _Ticker) -> None:
     support = matte.support()
-    previous: list[codec.Planes] = []  # the frame before, already restored
+    follower = Follower()
+    previous: list[tuple[codec.Planes, SegmentPlan | None]] = []  # the frame before (restored), its plan
 
     def edit(index: int, planes: codec.Planes) -> None:
-        best: tuple[float, SegmentPlan] | None = None
-        for plan in plans:
-            if plan.start - EDGE <= index <= plan.end + EDGE:
-                score = presence(planes.y, plan)
-                if score >= PRESENT_SCORE and (best is None or score > best[0]):
-                    best = (score, plan)
-        if best is not None:
-            plan = best[1]
-            near_edge = index < plan.start + EDGE or index > plan.end - EDGE
-            ys, xs = plan.region.slices()
-            gains = fade_gains(planes.y[ys, xs], plan) if near_edge else [1.0] * len(plan.parts)
-            if max(gains) > 0:
-                carried = _carried(previous[0], planes, plan) if previous else None
-                references = [r for r in (plan.still, carried) if r is not None]
-                restore(planes.y, planes.u, planes.v, plan, gains, references)
-                report.positions[index] = _corner(plan, support)
-                report.marked_frames += 1
-        previous[:] = [planes]
+        def references(plan: SegmentPlan) -> list[Reference]:
+            seen = hindsight.get(index)
+            later = [seen[1]] if seen is not None and seen[0] is plan else []
+            if not previous:
+                return later
+            before, before_plan = previous[0]
+            return later + follower.references(before, planes, plan, fresh=before_plan is not plan)
+
+        plan = _clean(index, planes, plans, references)
+        if plan is not None:
+            report.positions[index] = _corner(plan, support)
+            report.marked_frames += 1
+        previous[:] = [(planes, plan)]
         tick("render", index + 1)
 
     written = codec.transcode(source, target, settings, edit)
     report.frames = written
 
 
-def _carried(before: codec.Planes, now: codec.Planes, plan: SegmentPlan
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """The region's content in the frame before, moved along the camera's motion onto this frame."""
-    outer, region = plan.outer, plan.region
-    if outer is None or plan.points is None:
+def _clean(index: int, planes: codec.Planes, plans: list[SegmentPlan],
+           references: Callable[[SegmentPlan], list[Reference]]) -> SegmentPlan | None:
+    """Find the mark in one frame (the plan of the segment it belongs to) and remove it; None if absent.
+    References come best first after the still background (see ``follow``)."""
+    best: tuple[float, SegmentPlan] | None = None
+    for plan in plans:
+        if plan.start - EDGE <= index <= plan.end + EDGE:
+            score = presence(planes.y, plan)
+            if score >= PRESENT_SCORE and (best is None or score > best[0]):
+                best = (score, plan)
+    if best is None:
         return None
-    oys, oxs = outer.slices()
-    matrix = borrow.motion(before.y[oys, oxs], now.y[oys, oxs], plan.points)
-    if matrix is None:
+    plan = best[1]
+    near_edge = index < plan.start + EDGE or index > plan.end - EDGE
+    ys, xs = plan.region.slices()
+    gains = fade_gains(planes.y[ys, xs], plan) if near_edge else [1.0] * len(plan.parts)
+    if max(gains) <= 0:
         return None
-    dy, dx = region.y - outer.y, region.x - outer.x
-    cys, cxs = outer.half().slices()
-    luma = borrow.warp(before.y[oys, oxs], matrix)[dy:dy + region.h, dx:dx + region.w]
-    u = borrow.warp(before.u[cys, cxs], matrix, 0.5)[dy // 2:(dy + region.h) // 2, dx // 2:(dx + region.w) // 2]
-    v = borrow.warp(before.v[cys, cxs], matrix, 0.5)[dy // 2:(dy + region.h) // 2, dx // 2:(dx + region.w) // 2]
-    return luma, u, v
+    found = ([plan.still] if plan.still is not None else []) + references(plan)
+    restore(planes.y, planes.u, planes.v, plan, gains, found)
+    return plan
+
+
+def _given(found: list[Reference]) -> Callable[[SegmentPlan], list[Reference]]:
+    return lambda _plan: found
 
 
 def _corner(plan: SegmentPlan, support: Box) -> tuple[float, float]:
@@ -193,6 +205,50 @@ def _spread(frames: range | list[int], count: int) -> list[int]:
         return items
     picks = np.linspace(0, len(items) - 1, count).round().astype(int)
     return [items[i] for i in sorted(set(picks.tolist()))]
+
+
+class _Opening:
+    """The frames of the video's first segment, around the mark's region, when the mark is there from the
+    first frame: nothing before shows what it hides. Walked backwards from the first frames after it jumps
+    away, the content it hid is carried back along the camera's motion to every frame of the opening."""
+
+    def __init__(self, region: Box, last: int) -> None:
+        self.region, self.last = region, last
+        self.crops: list[codec.Planes] = []
+
+    @classmethod
+    def of(cls, coarse: list[CoarseSegment], info: codec.VideoInfo) -> _Opening | None:
+        if not coarse or coarse[0].start > EDGE:
+            return None
+        first = coarse[0]
+        pad = LEARN_PAD + first.box.h // 4 + borrow.MARGIN + 8
+        return cls(first.box.padded(pad, info.width, info.height).even(), first.end + 2 * EDGE)
+
+    def keep(self, planes: codec.Planes) -> None:
+        ys, xs = self.region.slices()
+        cys, cxs = self.region.half().slices()
+        self.crops.append(codec.Planes(planes.y[ys, xs].copy(), planes.u[cys, cxs].copy(),
+                                       planes.v[cys, cxs].copy(), None, None))
+
+    def hindsight(self, plans: list[SegmentPlan]) -> dict[int, tuple[SegmentPlan, Reference]]:
+        """Per frame of the opening, the region's content as the frames after it showed it."""
+        opening = next((p for p in plans if p.start - EDGE <= 0), None)
+        if opening is None or opening.outer is None or not self.region.contains(opening.outer):
+            return {}
+        local = replace(opening, region=opening.region.moved(-self.region.x, -self.region.y),
+                        outer=opening.outer.moved(-self.region.x, -self.region.y))
+        seen: dict[int, tuple[SegmentPlan, Reference]] = {}
+        follower = Follower()
+        later: tuple[codec.Planes, bool] | None = None  # the frame after (restored), and whether it had the mark
+        for index in reversed(range(len(self.crops))):
+            now = self.crops[index]
+            found = follower.references(later[0], now, local, fresh=not later[1]) if later is not None else []
+            if found and index <= opening.end + EDGE:
+                seen[index] = (opening, found[0])
+            marked = _clean(index, now, [local], _given(found)) is not None
+            later = (now, marked)
+        self.crops.clear()
+        return seen
 
 
 class _Ticker:

@@ -147,6 +147,13 @@ def restore(y: np.ndarray, u: np.ndarray, v: np.ndarray, plan: SegmentPlan, gain
     return int(np.count_nonzero(source > 0))
 
 
+def _filled(source: np.ndarray, references: list[np.ndarray]) -> np.ndarray:
+    filled = np.zeros(source.shape, bool)
+    for number, reference in enumerate(references, start=1):
+        filled |= (source == number) & np.isfinite(reference)
+    return filled
+
+
 def _choose(observed: np.ndarray, alpha: np.ndarray, white: float, references: list[np.ndarray]) -> np.ndarray:
     """Per pixel under the strong part of the mark, the first reference (1-based) that explains the frame
     there, else 0."""
@@ -154,7 +161,7 @@ def _choose(observed: np.ndarray, alpha: np.ndarray, white: float, references: l
     strong = alpha > STRONG_ALPHA
     ring = ~cv2.dilate((alpha > 0.004).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     for number, reference in enumerate(references, start=1):
-        agrees = ring.any() and float(np.mean(np.abs(observed[ring] - reference[ring]))) < RING_AGREES
+        agrees = bool(ring.any()) and float(np.nanmean(np.abs(observed[ring] - reference[ring]))) < RING_AGREES
         tolerance = EXPLAINED_LOOSE if agrees else EXPLAINED  # a reference that fits around the mark is likely
         explained = np.abs(observed - (alpha * white + (1.0 - alpha) * reference)) <= tolerance
         explained = cv2.erode(explained.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # no lone pixels
@@ -171,9 +178,9 @@ def _restore_plane(observed: np.ndarray, alpha: np.ndarray, core: np.ndarray, wh
     soft = touched & ~core
     restored[soft] = (observed[soft] - white * alpha[soft]) / (1.0 - alpha[soft])
     for number, reference in enumerate(references, start=1):
-        chosen = source == number
+        chosen = (source == number) & np.isfinite(reference)  # NaN: content that reference never saw
         restored[chosen] = reference[chosen]
-    left = core & (source == 0)
+    left = core & ~_filled(source, references)
     if left.any():
         image = np.clip(restored + 0.5, 0, 255).astype(np.uint8)
         mask = cv2.dilate(left.astype(np.uint8), np.ones((3, 3), np.uint8)) & (source == 0).astype(np.uint8)

@@ -42,6 +42,13 @@ class Box:
         x1, y1 = (self.x + self.w + 1) // 2 * 2, (self.y + self.h + 1) // 2 * 2
         return Box(x0, y0, x1 - x0, y1 - y0)
 
+    def moved(self, dx: int, dy: int) -> Box:
+        return Box(self.x + dx, self.y + dy, self.w, self.h)
+
+    def contains(self, other: Box) -> bool:
+        return (self.x <= other.x and self.y <= other.y and other.x + other.w <= self.x + self.w
+                and other.y + other.h <= self.y + self.h)
+
     def half(self) -> Box:
         return Box(self.x // 2, self.y // 2, self.w // 2, self.h // 2)
 

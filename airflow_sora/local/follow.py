@@ -1,0 +1,71 @@
+"""Content from other frames for one segment's region, followed along the camera's motion frame by frame.
+
+Two references come out of each step, best first:
+- the anchor: the region as last seen whole (the frame before the mark came, or for the opening, the first
+  frame after it left), moved by the motion accumulated since; one resampling however long the mark stays,
+  so fine texture stays sharp. Where the anchor never saw the content (it came from outside its crop), the
+  reference is NaN and the fill takes it from elsewhere.
+- the frame before, already restored, moved by one step's motion: reaches everywhere, softens a little each
+  step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from airflow_sora.local import borrow
+from airflow_sora.local.codec import Planes
+from airflow_sora.local.fill import SegmentPlan
+
+Reference = tuple[np.ndarray, np.ndarray, np.ndarray]  # the content of a region (Y, U, V) seen in other frames
+
+
+@dataclass
+class _Anchor:
+    crop: Reference  # the outer box's Y, U, V when the region was last seen whole
+    matrix: np.ndarray  # from the anchor's pixels to the current frame's
+
+
+class Follower:
+    """Follows segments' regions through consecutive frames (forwards, or backwards for the opening)."""
+
+    def __init__(self) -> None:
+        self._anchors: dict[int, _Anchor] = {}
+
+    def references(self, before: Planes, now: Planes, plan: SegmentPlan, *, fresh: bool) -> list[Reference]:
+        """References for ``now`` from ``before`` (the neighbouring frame, restored); ``fresh`` when ``before``
+        showed the region whole (the mark was not there)."""
+        outer, region = plan.outer, plan.region
+        if outer is None or plan.points is None:
+            return []
+        crop = _crop(before, outer)
+        oys, oxs = outer.slices()
+        step = borrow.motion(crop[0], now.y[oys, oxs], plan.points)
+        key = id(plan)
+        if step is None:
+            self._anchors.pop(key, None)
+            return []
+        if fresh or key not in self._anchors:
+            self._anchors[key] = _Anchor(crop, np.array([[1, 0, 0], [0, 1, 0]], np.float32))
+        anchor = self._anchors[key]
+        anchor.matrix = borrow.compose(step, anchor.matrix)
+        dx, dy = region.x - outer.x, region.y - outer.y
+        return [_cut(anchor.crop, anchor.matrix, dx, dy, region.w, region.h, keep_unseen=False),
+                _cut(crop, step, dx, dy, region.w, region.h, keep_unseen=True)]
+
+
+def _crop(planes: Planes, box: borrow.Box) -> Reference:
+    ys, xs = box.slices()
+    cys, cxs = box.half().slices()
+    return planes.y[ys, xs], planes.u[cys, cxs], planes.v[cys, cxs]
+
+
+def _cut(crop: Reference, matrix: np.ndarray, dx: int, dy: int, w: int, h: int, *, keep_unseen: bool
+         ) -> Reference:
+    """The crop moved by ``matrix``, cut to the region (at ``dx``, ``dy`` in the crop)."""
+    y, u, v = (borrow.warp(plane, matrix, scale, keep_unseen=keep_unseen) for plane, scale in
+               ((crop[0], 1.0), (crop[1], 0.5), (crop[2], 0.5)))
+    return (y[dy:dy + h, dx:dx + w], u[dy // 2:(dy + h) // 2, dx // 2:(dx + w) // 2],
+            v[dy // 2:(dy + h) // 2, dx // 2:(dx + w) // 2])
