@@ -26,6 +26,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -372,15 +373,33 @@ def speed(kind: str, seconds: float, settings: Any, repeats: int) -> dict[str, A
 
 
 def peak_rss_mb(cmd: list[str]) -> tuple[float, float, int]:
-    """Peak RSS of one child process (os.wait4 gives that child's own rusage), its wall time, its exit code."""
+    """Peak RSS of one child process, its wall time and its exit code.
+
+    Read from the child's own ``VmHWM`` (a high-water mark, so polling misses nothing but a last-instant
+    peak), not from ``ru_maxrss``: Linux carries the parent's high-water mark into a child across fork and
+    exec, so a child of this (large) process would report at least the parent's size.
+    """
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        sys.stderr.write(proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else "")
-    return usage.ru_maxrss / 1024, time.perf_counter() - started, proc.returncode
+    peak_kb = 0
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errors, cwd=REPO,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        while proc.poll() is None:
+            peak_kb = max(peak_kb, vm_hwm_kb(proc.pid))
+            time.sleep(0.05)
+        if proc.returncode:
+            errors.seek(0)
+            sys.stderr.write(errors.read().decode(errors="replace")[-2000:])
+    return peak_kb / 1024, time.perf_counter() - started, proc.returncode
+
+
+def vm_hwm_kb(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # gone between the poll and the read
+        return 0
+    line = next((row for row in status.splitlines() if row.startswith("VmHWM:")), None)
+    return int(line.split()[1]) if line else 0  # a zombie has no memory left to report
 
 
 def memory(seconds: float, settings: Any) -> dict[str, Any]:
