@@ -17,7 +17,7 @@ from airflow_sora.local.find import Box
 
 MARGIN = 24  # pixels of content around the mark's region used to measure the motion
 MIN_POINTS = 12
-POINT_STEP = 12  # a point every this many pixels: about a hundred around a mark, plenty for 4 parameters
+POINT_STEP = 16  # a point every this many pixels: about a hundred around a mark, plenty for 4 parameters
 
 
 def around(region: Box, width: int, height: int) -> Box:

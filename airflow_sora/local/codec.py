@@ -107,10 +107,11 @@ def from_planes(planes: Planes) -> av.VideoFrame:
     return frame
 
 
-def transcode(src: str, dst: str, settings: EngineSettings, edit: Callable[[int, Planes], None],
+def transcode(src: str, dst: str, settings: EngineSettings, edit: Callable[[int, Planes], bool],
               *, metadata: dict[str, str] | None = None) -> int:
-    """Decode ``src``, let ``edit`` change each frame's planes in place, encode to ``dst`` with the audio
-    remuxed; returns the number of frames written. Timestamps and the audio packets pass through unchanged."""
+    """Decode ``src``, let ``edit`` change each frame's planes in place (it says whether it did), encode to
+    ``dst`` with the audio remuxed; returns the number of frames written. Timestamps and the audio packets pass
+    through unchanged."""
     try:
         with av.open(src) as inp, av.open(dst, "w", format="mp4") as out:
             vin = inp.streams.video[0]
@@ -123,10 +124,11 @@ def transcode(src: str, dst: str, settings: EngineSettings, edit: Callable[[int,
             for packet in inp.demux(*(s for s in (vin, ain) if s is not None)):
                 if packet.stream is vin:
                     for frame in packet.decode():
-                        planes = to_planes(frame)
-                        planes.y, planes.u, planes.v = planes.y.copy(), planes.u.copy(), planes.v.copy()
-                        edit(written, planes)
-                        out.mux(vout.encode(from_planes(planes)))
+                        planes = to_planes(frame)  # its own arrays: editing them leaves the frame as it is
+                        changed = edit(written, planes)
+                        if not changed:
+                            frame.pict_type = av.video.frame.PictureType.NONE  # let the encoder choose
+                        out.mux(vout.encode(from_planes(planes) if changed else frame))
                         written += 1
                 elif packet.dts is not None and aout is not None:
                     packet.stream = aout

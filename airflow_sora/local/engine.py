@@ -127,7 +127,7 @@ def _render(source: str, target: str, settings: EngineSettings, matte: Matte, pl
     follower = Follower()
     previous: list[tuple[codec.Planes, SegmentPlan | None]] = []  # the frame before (restored), its plan
 
-    def edit(index: int, planes: codec.Planes) -> None:
+    def edit(index: int, planes: codec.Planes) -> bool:
         def references(plan: SegmentPlan) -> list[Reference]:
             seen = hindsight.get(index)
             later = [seen[1]] if seen is not None and seen[0] is plan else []
@@ -142,6 +142,7 @@ def _render(source: str, target: str, settings: EngineSettings, matte: Matte, pl
             report.marked_frames += 1
         previous[:] = [(planes, plan)]
         tick("render", index + 1)
+        return plan is not None
 
     written = codec.transcode(source, target, settings, edit)
     report.frames = written

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from airflow_sora.local import borrow
+from airflow_sora.local import borrow, inpaint
 from airflow_sora.local.find import Box, detail, high_pass, match
 from airflow_sora.local.matte import Matte, Placement
 
@@ -93,9 +93,12 @@ def presence(luma: np.ndarray, plan: SegmentPlan) -> float:
     r = plan.region
     y0, x0 = max(0, r.y - 1), max(0, r.x - 1)
     around = high_pass(luma[y0:r.y + r.h + 1, x0:r.x + r.w + 1], 2.0)
-    scores = [found[2] for template in (plan.template, plan.main_part)
-              if template is not None and (found := match(around, template)) is not None]
-    return max(scores, default=0.0)
+    whole = match(around, plan.template)
+    score = whole[2] if whole is not None else 0.0
+    if score < PRESENT_SCORE and plan.main_part is not None:  # faded text: the icon alone may still be there
+        part = match(around, plan.main_part)
+        score = max(score, part[2] if part is not None else 0.0)
+    return score
 
 
 def fade_gains(luma_region: np.ndarray, plan: SegmentPlan) -> list[float]:
@@ -143,7 +146,7 @@ def restore(y: np.ndarray, u: np.ndarray, v: np.ndarray, plan: SegmentPlan, gain
     source_c = -cv2.dilate(-source, np.ones((2, 2), np.int16))[::2, ::2][:half[1], :half[0]]
     for plane, index in ((u, 1), (v, 2)):
         plane[cys, cxs] = _restore_plane(plane[cys, cxs].astype(np.float32), alpha_c, core_c, 128.0,
-                                         [ref[index] for ref in references], source_c)
+                                         [ref[index] for ref in references], source_c, smooth=True)
     return int(np.count_nonzero(source > 0))
 
 
@@ -170,7 +173,7 @@ def _choose(observed: np.ndarray, alpha: np.ndarray, white: float, references: l
 
 
 def _restore_plane(observed: np.ndarray, alpha: np.ndarray, core: np.ndarray, white: float,
-                   references: list[np.ndarray], source: np.ndarray) -> np.ndarray:
+                   references: list[np.ndarray], source: np.ndarray, *, smooth: bool = False) -> np.ndarray:
     """One plane: reverse blending on the translucent part, content from other frames where ``source`` says,
     inpainting for the rest of the core."""
     touched = alpha > 0.004
@@ -182,8 +185,6 @@ def _restore_plane(observed: np.ndarray, alpha: np.ndarray, core: np.ndarray, wh
         restored[chosen] = reference[chosen]
     left = core & ~_filled(source, references)
     if left.any():
-        image = np.clip(restored + 0.5, 0, 255).astype(np.uint8)
-        mask = cv2.dilate(left.astype(np.uint8), np.ones((3, 3), np.uint8)) & (source == 0).astype(np.uint8)
-        filled = cv2.inpaint(image, mask, 3, cv2.INPAINT_TELEA)
-        restored[mask > 0] = filled[mask > 0]
+        hole = cv2.dilate(left.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & (source == 0)
+        restored = inpaint.pull_push(restored, hole) if smooth else inpaint.telea(restored, hole)
     return np.clip(restored + 0.5, 0, 255).astype(np.uint8)

@@ -9,11 +9,13 @@ on the mark's own detail, so every segment adds frames to one matte, placed sub-
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from airflow_sora.local import inpaint
 from airflow_sora.local.find import Box, CoarseSegment, detail, high_pass, match, strongest_cluster
 
 MATCH_SIGMA = 2.0
@@ -108,9 +110,9 @@ def learn(samples: list[Samples]) -> Matte | None:
     mask = _first_mask(observed)
     if mask is None:
         return None
-    alpha, white = _fit_alpha(observed, backgrounds, mask)
+    alpha, white = _fit_alpha(observed, backgrounds, mask, inpaint.pull_push)  # a first, rough fit
     mask = cv2.dilate((alpha > 0.04).astype(np.uint8), _disk(2))
-    alpha, white = _fit_alpha(observed, backgrounds, mask)  # a tighter mask: a better fill of what is under it
+    alpha, white = _fit_alpha(observed, backgrounds, mask, inpaint.telea)  # a tighter mask, a better fill
     alpha[alpha < 0.02] = 0.0
     if float(alpha.max()) < 0.1:
         return None
@@ -195,8 +197,8 @@ def _first_mask(observed: np.ndarray) -> np.ndarray | None:
     return cv2.dilate(_fill_holes(mask), _disk(3))
 
 
-def _fit_alpha(observed: np.ndarray, backgrounds: list[np.ndarray | None], mask: np.ndarray
-               ) -> tuple[np.ndarray, float]:
+def _fit_alpha(observed: np.ndarray, backgrounds: list[np.ndarray | None], mask: np.ndarray,
+               fill: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> tuple[np.ndarray, float]:
     """Least squares per pixel over frames, ``observed - content = a * (white - content)``, and the mark's
     ``white`` level: the one that explains the frames best (limited-range video puts white at 235, not 255;
     a mark need not be pure white).
@@ -208,7 +210,7 @@ def _fit_alpha(observed: np.ndarray, backgrounds: list[np.ndarray | None], mask:
     inside = mask > 0
     exact, guessed = _Sums(int(inside.sum())), _Sums(int(inside.sum()))
     for frame, still in zip(observed, backgrounds, strict=True):
-        content = (still if still is not None else _fill_in(frame, mask))[inside].astype(np.float64)
+        content = (still if still is not None else fill(frame, mask))[inside].astype(np.float64)
         (exact if still is not None else guessed).add(frame[inside].astype(np.float64), content)
     basis = exact if exact.frames >= MIN_EXACT_FRAMES else exact.plus(guessed, 1.0)
     rough = basis.alpha(255.0)
@@ -257,12 +259,6 @@ class _Sums:
     def residual(self, white: float, where: np.ndarray) -> float:
         cross, power = self._cross_power(white)
         return float(np.sum((self.dd - cross * cross / power)[where]))
-
-
-def _fill_in(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The content under the mask guessed from its surroundings (Telea's fast marching)."""
-    image = np.clip(frame + 0.5, 0, 255).astype(np.uint8)
-    return cv2.inpaint(image, mask, 3, cv2.INPAINT_TELEA).astype(np.float32)
 
 
 def _parts(alpha: np.ndarray) -> np.ndarray:
