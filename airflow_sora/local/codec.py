@@ -24,6 +24,7 @@ from airflow_sora.local.settings import EngineSettings
 DISCLOSURE = "AI-generated (OpenAI Sora)"
 # The UUID of the box that carries C2PA content credentials in an ISO-BMFF file (C2PA spec, 11.3.4).
 C2PA_UUID = bytes.fromhex("d8fec3d61b0e483c92975828877ec481")
+FULL_RANGE = 2  # FFmpeg's AVCOL_RANGE_JPEG
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,12 @@ class VideoInfo:
     fps: float
     frames: int  # from the container header; an estimate when the header has none
     has_audio: bool
+    full_range: bool = False  # luma runs 0-255 (JPEG range) rather than 16-235
+
+    @property
+    def white(self) -> int:
+        """Where white sits in the luma plane: the mark is white, so this is its level."""
+        return 255 if self.full_range else 235
 
 
 @dataclass
@@ -64,8 +71,9 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
             frames = stream.frames
             if not frames and stream.duration and stream.time_base:
                 frames = round(float(stream.duration * stream.time_base) * float(rate))
+            full_range = ctx.color_range == FULL_RANGE or (ctx.pix_fmt or "").startswith("yuvj")
             return VideoInfo(name, ctx.width, ctx.height, float(rate), int(frames or 0),
-                             bool(container.streams.audio))
+                             bool(container.streams.audio), full_range)
     except NotAVideoError:
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:

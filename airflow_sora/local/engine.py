@@ -109,7 +109,7 @@ def _learn(source: str, coarse: list[CoarseSegment], info: codec.VideoInfo, sett
                 cys, cxs = sample.region.half().slices()
                 sample.unmarked_chroma.append((planes.u[cys, cxs].copy(), planes.v[cys, cxs].copy()))
         tick("learn", index + 1)
-    return learn(samples), samples, opening
+    return learn(samples, info.white), samples, opening
 
 
 def _still(sample: Samples) -> tuple[np.ndarray, np.ndarray, np.ndarray, Box] | None:

@@ -195,19 +195,22 @@ def strongest_cluster(evidence: np.ndarray, max_share: float = 0.6) -> tuple[Box
 
 def _with_neighbours(best: tuple[Box, float], pieces: list[tuple[Box, float]], width: int, height: int
                      ) -> tuple[Box, float]:
-    """The strongest piece and the strong pieces right beside it: a name line under the logo is part of it."""
+    """The strongest piece and the strong pieces right beside it (an icon beside a word, a name line under
+    the logo are all the mark), grown until nothing more is within reach."""
     box, energy = best
-    reach = box.padded(box.h, width, height)
-    x0, y0, x1, y1 = box.x, box.y, box.x + box.w, box.y + box.h
-    for other, other_energy in pieces:
-        if other is box or other_energy < 0.1 * best[1] or reach.iou(other) == 0:
-            continue
-        if other.x >= reach.x and other.y >= reach.y and other.x + other.w <= reach.x + reach.w \
-                and other.y + other.h <= reach.y + reach.h:
-            x0, y0 = min(x0, other.x), min(y0, other.y)
-            x1, y1 = max(x1, other.x + other.w), max(y1, other.y + other.h)
-            energy += other_energy
-    return Box(x0, y0, x1 - x0, y1 - y0), energy
+    left = [piece for piece in pieces if piece[0] is not box and piece[1] >= 0.1 * best[1]]
+    grown = True
+    while grown:
+        grown = False
+        reach = box.padded(max(box.h, box.w // 3), width, height)
+        for piece in list(left):
+            other = piece[0]
+            if reach.iou(other) > 0:
+                x0, y0 = min(box.x, other.x), min(box.y, other.y)
+                x1, y1 = max(box.x + box.w, other.x + other.w), max(box.y + box.h, other.y + other.h)
+                box, energy, grown = Box(x0, y0, x1 - x0, y1 - y0), energy + piece[1], True
+                left.remove(piece)
+    return box, energy
 
 
 def match(detail_region: np.ndarray, template: np.ndarray) -> tuple[float, float, float] | None:

@@ -23,9 +23,8 @@ MIN_ALIGN_SCORE = 0.45  # a segment whose detail matches the reference worse is 
 ALPHA_MAX = 0.97
 MAX_FIT_FRAMES = 40
 REFERENCE_CANDIDATES = 6
-MIN_EXACT_FRAMES = 8  # frames with the content known exactly, enough to fix the white level on
+MIN_EXACT_FRAMES = 8  # frames with the content known exactly: then guessed frames count half
 STILL_AGREES = 6.0  # mean difference around the mark for the still background to hold in a frame
-WHITE_RANGE = (160.0, 255.0)  # the mark's brightest level, searched per video
 
 
 @dataclass
@@ -57,7 +56,7 @@ class Matte:
     alpha: np.ndarray
     parts: np.ndarray  # int32 labels, 0 outside the mark
     placements: dict[int, Placement]
-    white: float = 255.0  # the mark's own level in the luma plane
+    white: float = 235.0  # the mark's level in the luma plane
 
     def support(self) -> Box:
         """The box of the mark's shape inside the matte (where its opacity reaches half its peak, the middle of
@@ -76,8 +75,9 @@ class Matte:
         return int(self.alpha.shape[1])
 
 
-def learn(samples: list[Samples]) -> Matte | None:
-    """The matte shared by the segments, or None if no segment holds a mark worth removing."""
+def learn(samples: list[Samples], white: float = 235.0) -> Matte | None:
+    """The matte shared by the segments, or None if no segment holds a mark worth removing. ``white`` is the
+    mark's level in the luma plane: the video's white (235 in limited-range video, 255 in full range)."""
     usable = [s for s in samples if len(s.marked) >= 3]
     if not usable:
         return None
@@ -110,9 +110,9 @@ def learn(samples: list[Samples]) -> Matte | None:
     mask = _first_mask(observed)
     if mask is None:
         return None
-    alpha, white = _fit_alpha(observed, backgrounds, mask, inpaint.pull_push)  # a first, rough fit
+    alpha = _fit_alpha(observed, backgrounds, mask, white, inpaint.pull_push)  # a first, rough fit
     mask = cv2.dilate((alpha > 0.04).astype(np.uint8), _disk(2))
-    alpha, white = _fit_alpha(observed, backgrounds, mask, inpaint.telea)  # a tighter mask, a better fill
+    alpha = _fit_alpha(observed, backgrounds, mask, white, inpaint.telea)  # a tighter mask, a better fill
     alpha[alpha < 0.02] = 0.0
     if float(alpha.max()) < 0.1:
         return None
@@ -197,68 +197,26 @@ def _first_mask(observed: np.ndarray) -> np.ndarray | None:
     return cv2.dilate(_fill_holes(mask), _disk(3))
 
 
-def _fit_alpha(observed: np.ndarray, backgrounds: list[np.ndarray | None], mask: np.ndarray,
-               fill: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> tuple[np.ndarray, float]:
-    """Least squares per pixel over frames, ``observed - content = a * (white - content)``, and the mark's
-    ``white`` level: the one that explains the frames best (limited-range video puts white at 235, not 255;
-    a mark need not be pure white).
+def _fit_alpha(observed: np.ndarray, backgrounds: list[np.ndarray | None], mask: np.ndarray, white: float,
+               fill: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    """Least squares per pixel over frames: ``observed - content = a * (white - content)``.
 
-    Content seen while the mark was elsewhere is exact; content guessed from the surroundings is not, and its
-    errors would pull ``white`` off. So ``white`` comes from the exact frames where there are enough of them,
-    and guessed frames count half in the alpha.
+    Content seen while the mark was elsewhere is exact; content guessed from the surroundings is not, so
+    guessed frames count half where exact ones exist.
     """
     inside = mask > 0
-    exact, guessed = _Sums(int(inside.sum())), _Sums(int(inside.sum()))
+    num = np.zeros(int(inside.sum()), np.float64)
+    den = np.zeros(int(inside.sum()), np.float64)
+    weight = 0.5 if sum(b is not None for b in backgrounds) >= MIN_EXACT_FRAMES else 1.0
     for frame, still in zip(observed, backgrounds, strict=True):
         content = (still if still is not None else fill(frame, mask))[inside].astype(np.float64)
-        (exact if still is not None else guessed).add(frame[inside].astype(np.float64), content)
-    basis = exact if exact.frames >= MIN_EXACT_FRAMES else exact.plus(guessed, 1.0)
-    rough = basis.alpha(255.0)
-    core = rough >= 0.6 * float(rough.max())  # the soft edge is where the codec blurs the model most
-    white = float(min(np.arange(WHITE_RANGE[0], WHITE_RANGE[1] + 1, 1.0), key=lambda w: basis.residual(w, core)))
-    both = exact.plus(guessed, 0.5 if exact.frames >= MIN_EXACT_FRAMES else 1.0)
+        headroom = white - content
+        w = 1.0 if still is not None else weight
+        num += w * (frame[inside] - content) * headroom
+        den += w * headroom * headroom
     alpha = np.zeros(mask.shape, np.float32)
-    alpha[inside] = np.clip(both.alpha(white), 0.0, ALPHA_MAX)
-    return alpha, white
-
-
-class _Sums:
-    """Per-pixel sums of ``lift = observed - content`` and ``content`` over frames: enough for the fit at any
-    white level without another pass over the frames."""
-
-    def __init__(self, size: int) -> None:
-        self.frames = 0
-        self.n, self.d, self.dd, self.di, self.i, self.ii = (np.zeros(size, np.float64) for _ in range(6))
-
-    def add(self, observed: np.ndarray, content: np.ndarray) -> None:
-        lift = observed - content
-        self.frames += 1
-        self.n += 1
-        self.d += lift
-        self.dd += lift * lift
-        self.di += lift * content
-        self.i += content
-        self.ii += content * content
-
-    def plus(self, other: _Sums, weight: float) -> _Sums:
-        total = _Sums(self.n.size)
-        total.frames = self.frames + other.frames
-        for name in ("n", "d", "dd", "di", "i", "ii"):
-            setattr(total, name, getattr(self, name) + weight * getattr(other, name))
-        return total
-
-    def _cross_power(self, white: float) -> tuple[np.ndarray, np.ndarray]:
-        cross = white * self.d - self.di
-        power = np.maximum(self.n * white * white - 2 * white * self.i + self.ii, 1.0)
-        return cross, power
-
-    def alpha(self, white: float) -> np.ndarray:
-        cross, power = self._cross_power(white)
-        return cross / power
-
-    def residual(self, white: float, where: np.ndarray) -> float:
-        cross, power = self._cross_power(white)
-        return float(np.sum((self.dd - cross * cross / power)[where]))
+    alpha[inside] = np.clip(num / np.maximum(den, 1.0), 0.0, ALPHA_MAX)
+    return alpha
 
 
 def _parts(alpha: np.ndarray) -> np.ndarray:

@@ -1,0 +1,250 @@
+"""The local engine's stages alone, on small synthetic frames: detection, segmentation, matte, fill.
+
+Each test builds frames whose truth it knows (a translucent mark of our own drawing over moving content) and
+checks the stage recovers it; none of them hands the stage the alpha used to composite.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from airflow_sora.local import borrow, inpaint
+from airflow_sora.local.fill import SegmentPlan, fade_gains, plan_segment, presence, restore
+from airflow_sora.local.find import Box, CoarseSegment, Scanner, high_pass, match
+from airflow_sora.local.matte import Matte, Placement, Samples, learn
+
+WHITE = 235.0  # where limited-range video puts white
+
+
+def drawn_mark(width: int = 72, height: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """Alpha of a mark of our own: a blob with a hole (the icon) and two bars (a word), soft edges, max 0.8.
+    Returns the icon's alpha and the word's, drawn apart so they can fade apart."""
+    icon = np.zeros((height, width), np.uint8)
+    word = np.zeros((height, width), np.uint8)
+    cv2.circle(icon, (12, 15), 9, 255, -1, cv2.LINE_AA)
+    cv2.circle(icon, (12, 15), 3, 0, -1, cv2.LINE_AA)
+    cv2.rectangle(word, (28, 8), (66, 11), 255, -1)
+    cv2.rectangle(word, (28, 18), (58, 21), 255, -1)
+
+    def soft(layer: np.ndarray) -> np.ndarray:
+        return (cv2.GaussianBlur(layer.astype(np.float32) / 255.0, (0, 0), 0.8) * 0.8).astype(np.float32)
+
+    return soft(icon), soft(word)
+
+
+def texture(height: int, width: int, seed: int) -> np.ndarray:
+    """Content with detail at several scales (a stand-in for a photograph), 30-200."""
+    rng = np.random.default_rng(seed)
+    base = cv2.resize(rng.uniform(0, 1, (height // 8 + 2, width // 8 + 2)).astype(np.float32), (width, height),
+                      interpolation=cv2.INTER_CUBIC)
+    fine = cv2.GaussianBlur(rng.uniform(0, 1, (height, width)).astype(np.float32), (0, 0), 1.0)
+    return (30 + 130 * base + 40 * fine).astype(np.float32)
+
+
+def composite(content: np.ndarray, alpha: np.ndarray, x: int, y: int, gain: float = 1.0) -> np.ndarray:
+    out = content.copy()
+    h, w = alpha.shape
+    a = alpha * gain
+    out[y:y + h, x:x + w] = a * WHITE + (1 - a) * out[y:y + h, x:x + w]
+    return out
+
+
+def pan(canvas: np.ndarray, frame: int, width: int, height: int, speed: float = 1.5) -> np.ndarray:
+    """The frame a camera sees panning right over ``canvas`` (sub-pixel, bilinear)."""
+    shift = np.float32([[1, 0, -speed * frame], [0, 1, -0.4 * frame]])
+    return cv2.warpAffine(canvas, shift, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+# detection and segmentation ------------------------------------------------------------------------------
+SPOTS = ((20, 14), (200, 110))  # where the mark sits, in turn: top-left, bottom-right of a 320x180 frame
+HOLD = 48  # frames at one spot
+
+
+def marked_sequence(frames: int, *, marked: bool = True) -> list[np.ndarray]:
+    icon, word = drawn_mark()
+    alpha = icon + word
+    canvas = texture(400, 600, seed=1)
+    out = []
+    for i in range(frames):
+        content = pan(canvas, i, 320, 180)
+        if marked and i % HOLD not in (HOLD - 1,):  # one blank frame at each jump
+            x, y = SPOTS[(i // HOLD) % 2]
+            content = composite(content, alpha, x, y)
+        out.append(np.clip(content + 0.5, 0, 255).astype(np.uint8))
+    return out
+
+
+def scan(frames: list[np.ndarray]) -> list[CoarseSegment]:
+    scanner = Scanner(320, 180)
+    for luma in frames:
+        scanner.add(luma)
+    return scanner.segments()
+
+
+def test_the_scan_finds_each_hold_of_the_mark_where_and_when_it_was():
+    segments = scan(marked_sequence(3 * HOLD))
+    assert len(segments) == 3
+    for index, segment in enumerate(segments):
+        x, y = SPOTS[index % 2]
+        truth = Box(x, y, 72, 30)
+        assert segment.box.iou(truth) > 0.3, (segment, truth)
+        assert segment.start <= index * HOLD + 12 and segment.end >= (index + 1) * HOLD - 14
+
+
+def test_the_scan_finds_nothing_in_moving_content_without_a_mark():
+    assert scan(marked_sequence(3 * HOLD, marked=False)) == []
+
+
+def test_match_places_a_template_to_a_tenth_of_a_pixel():
+    icon, word = drawn_mark()
+    detail = high_pass((icon + word) * 255.0, 2.0)
+    region = np.zeros((70, 110), np.float32)
+    region[20:50, 17:89] = icon + word
+    shifted = cv2.warpAffine(region * 255.0, np.float32([[1, 0, 0.3], [0, 1, -0.2]]), (110, 70))
+    found = match(high_pass(shifted, 2.0), detail)
+    assert found is not None
+    assert found[0] == pytest.approx(17.3, abs=0.1) and found[1] == pytest.approx(19.8, abs=0.1)
+    assert found[2] > 0.95
+
+
+# the matte -------------------------------------------------------------------------------------------------
+def segment_samples(alpha: np.ndarray) -> list[Samples]:
+    """Two segments, 24 frames each, of a mark over panning content; each region also seen without it."""
+    canvas = texture(400, 600, seed=2)
+    samples = []
+    for index, (x, y) in enumerate(SPOTS):
+        region = Box(x - 12, y - 12, alpha.shape[1] + 24, alpha.shape[0] + 24)
+        sample = Samples(CoarseSegment(index * HOLD, index * HOLD + 40, region, 1.0), region)
+        for i in range(24):
+            frame = composite(pan(canvas, i * 3 + 100 * index, 320, 180), alpha, x, y)
+            sample.marked.append(np.clip(frame[region.slices()] + 0.5, 0, 255).astype(np.uint8))
+        for i in range(8):
+            clean = pan(canvas, 60 + 7 * i + 100 * index, 320, 180)
+            sample.unmarked.append(np.clip(clean[region.slices()] + 0.5, 0, 255).astype(np.uint8))
+        samples.append(sample)
+    return samples
+
+
+def test_the_matte_learns_the_alpha_the_white_level_and_the_placements_from_the_frames():
+    icon, word = drawn_mark()
+    truth = icon + word
+    matte = learn(segment_samples(truth))
+    assert matte is not None
+    assert matte.white == pytest.approx(WHITE, abs=6)
+    assert sorted(matte.placements) == [0, 1]
+    # the matte's pixel (0, 0) sits at the placement in the frame; the drawn mark's at its spot
+    first = matte.placements[0]
+    ox, oy = first.x - SPOTS[0][0], first.y - SPOTS[0][1]
+    assert abs(ox - round(ox)) < 0.3 and abs(oy - round(oy)) < 0.3  # placed to a fraction of a pixel
+    estimated = np.zeros_like(truth)
+    h, w = matte.alpha.shape
+    for yy in range(truth.shape[0]):
+        for xx in range(truth.shape[1]):
+            my, mx = yy - round(oy), xx - round(ox)
+            if 0 <= my < h and 0 <= mx < w:
+                estimated[yy, xx] = matte.alpha[my, mx]
+    strong = truth > 0.3
+    assert float(np.abs(estimated - truth)[strong].mean()) < 0.06
+    assert float(estimated[truth < 0.01].mean()) < 0.02
+    second = matte.placements[1]
+    assert second.x - first.x == pytest.approx(SPOTS[1][0] - SPOTS[0][0], abs=0.3)
+    assert second.y - first.y == pytest.approx(SPOTS[1][1] - SPOTS[0][1], abs=0.3)
+
+
+def test_the_matte_refuses_steady_content_seen_in_one_place_only():
+    icon, word = drawn_mark()
+    samples = segment_samples(icon + word)[:1]  # one place: a still logo of the scene's own, not the mark
+    assert learn(samples) is None
+
+
+# the fill --------------------------------------------------------------------------------------------------
+def true_plan(alpha: np.ndarray, x: float, y: float, still: np.ndarray | None = None) -> SegmentPlan:
+    parts = np.zeros(alpha.shape, np.int32)
+    parts[alpha > 0.004] = 1
+    parts[:, 26:][alpha[:, 26:] > 0.004] = 2
+    matte = Matte(alpha, parts, {0: Placement(x, y, 1.0)}, WHITE)
+    grey = None if still is None else (still, np.full((90, 160), 128.0, np.float32),
+                                       np.full((90, 160), 128.0, np.float32), Box(0, 0, 320, 180))
+    return plan_segment(matte, matte.placements[0], 0, 40, (320, 180), grey)
+
+
+def planes(luma: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (np.clip(luma + 0.5, 0, 255).astype(np.uint8), np.full((90, 160), 128, np.uint8),
+            np.full((90, 160), 128, np.uint8))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255.0 ** 2 / max(float(np.mean((a.astype(float) - b.astype(float)) ** 2)), 1e-9)))
+
+
+def test_the_fill_gives_back_the_still_background_exactly_where_it_explains_the_frame():
+    icon, word = drawn_mark()
+    alpha = icon + word
+    content = texture(180, 320, seed=3)
+    y, u, v = planes(composite(content, alpha, 40, 30))
+    plan = true_plan(alpha, 40, 30, still=content)
+    box = (slice(30, 60), slice(40, 112))
+    before = psnr(y[box], content[box])
+    restore(y, u, v, plan, [1.0, 1.0], [plan.still] if plan.still is not None else [])
+    assert before < 22
+    assert psnr(y[box], content[box]) > 45
+
+
+def test_without_other_frames_reverse_blending_and_inpainting_still_recover_most_of_it():
+    icon, word = drawn_mark()
+    alpha = icon + word
+    content = cv2.GaussianBlur(texture(180, 320, seed=4), (0, 0), 2.0)  # smooth enough for inpainting
+    y, u, v = planes(composite(content, alpha, 40, 30))
+    plan = true_plan(alpha, 40, 30)
+    box = (slice(30, 60), slice(40, 112))
+    before = psnr(y[box], content[box])
+    restore(y, u, v, plan, [1.0, 1.0], [])
+    assert psnr(y[box], content[box]) > before + 12
+    outside = np.ones((180, 320), bool)
+    outside[28:62, 38:114] = False
+    assert np.array_equal(y[outside], planes(composite(content, alpha, 40, 30))[0][outside])  # untouched
+
+
+def test_a_frame_without_the_mark_scores_low_and_one_with_it_high():
+    icon, word = drawn_mark()
+    alpha = icon + word
+    content = texture(180, 320, seed=5)
+    plan = true_plan(alpha, 40, 30)
+    assert presence(planes(composite(content, alpha, 40, 30))[0], plan) > 0.6
+    assert presence(planes(content)[0], plan) < 0.2
+
+
+def test_fade_gains_follow_each_part_of_the_mark():
+    icon, word = drawn_mark()
+    content = cv2.GaussianBlur(texture(180, 320, seed=6), (0, 0), 3.0)
+    plan = true_plan(icon + word, 40, 30)
+    faded = composite(composite(content, icon, 40, 30), word, 40, 30, gain=0.5)
+    r = plan.region
+    gains = fade_gains(planes(faded)[0][r.slices()], plan)
+    assert gains[0] == pytest.approx(1.0, abs=0.15)
+    assert gains[1] == pytest.approx(0.5, abs=0.15)
+
+
+# content from other frames ---------------------------------------------------------------------------------
+def test_motion_is_measured_around_the_mark_and_composes():
+    canvas = texture(300, 400, seed=7)
+    before, after = pan(canvas, 0, 200, 120), pan(canvas, 2, 200, 120)  # 3 px right, 0.8 px up
+    points = borrow.tracking_points(Box(60, 40, 60, 30), Box(0, 0, 200, 120), np.zeros((30, 60), np.float32))
+    step = borrow.motion(before.astype(np.uint8), after.astype(np.uint8), points)
+    assert step is not None
+    assert step[0, 2] == pytest.approx(-3.0, abs=0.1) and step[1, 2] == pytest.approx(-0.8, abs=0.1)
+    twice = borrow.compose(step, step)
+    assert twice[0, 2] == pytest.approx(-6.0, abs=0.2)
+
+
+def test_inpainting_fills_a_hole_in_a_smooth_ramp():
+    ramp = np.tile(np.linspace(40, 200, 64, dtype=np.float32), (32, 1))
+    hole = np.zeros(ramp.shape, bool)
+    hole[10:20, 20:40] = True
+    damaged = np.where(hole, 255.0, ramp)
+    for fill in (inpaint.telea, inpaint.pull_push):
+        filled = fill(damaged, hole)
+        assert float(np.abs(filled - ramp)[hole].max()) < 25
+        assert np.array_equal(filled[~hole], ramp[~hole])
