@@ -136,7 +136,7 @@ def _render(source: str, target: str, settings: EngineSettings, matte: Matte, pl
             before, before_plan = previous[0]
             return later + follower.references(before, planes, plan, fresh=before_plan is not plan)
 
-        plan = _clean(index, planes, plans, references)
+        plan = _clean(index, planes, plans, references, previous[0][1] if previous else None)
         if plan is not None:
             report.positions[index] = _corner(plan, support)
             report.marked_frames += 1
@@ -149,18 +149,23 @@ def _render(source: str, target: str, settings: EngineSettings, matte: Matte, pl
 
 
 def _clean(index: int, planes: codec.Planes, plans: list[SegmentPlan],
-           references: Callable[[SegmentPlan], list[Reference]]) -> SegmentPlan | None:
+           references: Callable[[SegmentPlan], list[Reference]], before: SegmentPlan | None = None
+           ) -> SegmentPlan | None:
     """Find the mark in one frame (the plan of the segment it belongs to) and remove it; None if absent.
-    References come best first after the still background (see ``follow``)."""
-    best: tuple[float, SegmentPlan] | None = None
-    for plan in plans:
-        if plan.start - EDGE <= index <= plan.end + EDGE:
-            score = presence(planes.y, plan)
-            if score >= PRESENT_SCORE and (best is None or score > best[0]):
-                best = (score, plan)
-    if best is None:
-        return None
-    plan = best[1]
+    References come best first after the still background (see ``follow``). ``before`` is the plan the frame
+    before was cleaned with: well inside its segment the mark holds still, so it is not looked for again."""
+    if before is not None and before.start + EDGE <= index <= before.end - EDGE:
+        plan = before
+    else:
+        best: tuple[float, SegmentPlan] | None = None
+        for candidate in plans:
+            if candidate.start - EDGE <= index <= candidate.end + EDGE:
+                score = presence(planes.y, candidate)
+                if score >= PRESENT_SCORE and (best is None or score > best[0]):
+                    best = (score, candidate)
+        if best is None:
+            return None
+        plan = best[1]
     near_edge = index < plan.start + EDGE or index > plan.end - EDGE
     ys, xs = plan.region.slices()
     gains = fade_gains(planes.y[ys, xs], plan) if near_edge else [1.0] * len(plan.parts)

@@ -164,7 +164,9 @@ def _choose(observed: np.ndarray, alpha: np.ndarray, white: float, references: l
     strong = alpha > STRONG_ALPHA
     ring = ~cv2.dilate((alpha > 0.004).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     for number, reference in enumerate(references, start=1):
-        agrees = bool(ring.any()) and float(np.nanmean(np.abs(observed[ring] - reference[ring]))) < RING_AGREES
+        differences = np.abs(observed[ring] - reference[ring])
+        seen = differences[np.isfinite(differences)]
+        agrees = seen.size > 0 and float(seen.mean()) < RING_AGREES
         tolerance = EXPLAINED_LOOSE if agrees else EXPLAINED  # a reference that fits around the mark is likely
         explained = np.abs(observed - (alpha * white + (1.0 - alpha) * reference)) <= tolerance
         explained = cv2.erode(explained.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # no lone pixels

@@ -21,7 +21,7 @@ from airflow_sora.local.find import Box, CoarseSegment, detail, high_pass, match
 MATCH_SIGMA = 2.0
 MIN_ALIGN_SCORE = 0.45  # a segment whose detail matches the reference worse is not this mark
 ALPHA_MAX = 0.97
-MAX_FIT_FRAMES = 40
+MAX_FIT_FRAMES = 32
 REFERENCE_CANDIDATES = 6
 MIN_EXACT_FRAMES = 8  # frames with the content known exactly: then guessed frames count half
 STILL_AGREES = 6.0  # mean difference around the mark for the still background to hold in a frame
