@@ -178,8 +178,9 @@ def quality(clip: Any, paths: dict[str, Path], report: Any, frames_dir: Path | N
     box_mask = np.zeros((height, width), bool)
     last_box: tuple[int, int] | None = None
     for i in range(clip.frames):
-        decoded = {n: next(decoders[n], None) for n in names}
-        if any(frame is None for frame in decoded.values()):
+        frames = {n: next(decoders[n], None) for n in names}
+        decoded = {n: f for n, f in frames.items() if f is not None}
+        if len(decoded) < len(names):  # one of the files ended early: the frame counts say which
             break
         truth = clip.truth(i)
         ys = {n: luma(f) for n, f in decoded.items()}
@@ -225,9 +226,9 @@ def quality(clip: Any, paths: dict[str, Path], report: Any, frames_dir: Path | N
             ring.append(psnr(ys["output"][ry0:ry1, rx0:rx1], ys["input"][ry0:ry1, rx0:rx1], ring_mask))
         else:
             outside.append(whole[-1])
-        if i in shots and (true_pos or last_box) is not None:
-            shot_crops.append((i, crops(decoded["input"], decoded["output"], truth, true_pos or last_box,
-                                        clip.box_size)))
+        where = true_pos or last_box
+        if i in shots and where is not None:
+            shot_crops.append((i, crops(decoded["input"], decoded["output"], truth, where, clip.box_size)))
     result: dict[str, Any] = {"frames_measured": len(whole), "marked_frames": marked}
     for n in per:
         if per[n]["psnr"]:
