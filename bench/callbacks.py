@@ -12,7 +12,8 @@ with the operator's default running cap (100) instead of N, where the submitter'
 polls. Wall = first accepted create to the last video landed. T* is ``bench/run.py``'s, (N - 1) / (limit /
 10 s) + mean latency + one landing; T*(tasks) is the best any client could do with the latencies the sandbox
 actually drew: max over tasks, in create order, of (i / rate + latency_i) + one landing. API calls = creates
-+ status calls + link refreshes, counted by the sandbox. Saves ``bench/results/callbacks-<stamp>.json``.
++ status calls + link refreshes, counted by the sandbox. Saves ``bench/results/callbacks-<stamp>.json`` and
+writes the table to ``bench/CALLBACKS.md`` (included in the docs' callbacks page).
 """
 
 from __future__ import annotations
@@ -190,7 +191,9 @@ def main() -> int:
         results["rows"].append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "requests"}), flush=True)
         out.write_text(json.dumps(results, indent=2))
-    print(markdown(results["rows"], args))
+    report = markdown(results["rows"], args)
+    (REPO / "bench" / "CALLBACKS.md").write_text(f"Run {when} on {results['machine']}. {report}")
+    print(report)
     return 0
 
 

@@ -236,6 +236,7 @@ def test_a_signed_callback_is_recorded_once(setup: Setup) -> None:
     before = setup.sandbox.charges()
     first = setup.send()
     assert first.status_code == 200 and first.json()["msg"] == "recorded"
+    assert first.elapsed.total_seconds() < 1.0  # Kie waits about 15 s; the receiver answers within one
     files = tree(setup.tmp)
     again = setup.send()  # Kie retrying, or a replay within the window: a 200 that changes nothing
     assert again.status_code == 200 and again.json()["msg"].startswith("duplicate")
@@ -338,3 +339,39 @@ def test_store_paths_match_the_operators(tmp_path: Path) -> None:
     ours = VideoStateStore(ObjectStoragePath(output), RunScope("d", "t", "manual__2026-01-01T00:00:00+00:00", 3),
                            service="kie")
     assert str(state_store(scope).root) == str(ours.root)
+
+
+def test_the_sensor_polls_only_once_a_callback_is_heard(signing_sandbox: SandboxServer, receiver: Receiver,
+                                                        tmp_path: Path) -> None:
+    from airflow.sdk import PokeReturnValue
+
+    from airflow_sora.sensors import KieTaskSensor
+
+    signing_sandbox.state.config.latency = 1.5
+    scope = CallbackScope("kie_default", f"file://{tmp_path}/clean/", "sora_test", "run_1", "remove")
+    store = state_store(scope)
+    task_id = _submitted(signing_sandbox, store, VIDEO_URLS[0],
+                         callback_url(receiver_base(receiver.base), URL_SECRET, scope))
+    sensor = KieTaskSensor(task_id="wait", kie_task_id=task_id, deferrable=False, poke_interval=0.1,
+                           callback_inbox=CallbackInbox.for_state(store).uri)
+    assert sensor.poke({}) is False and polls(signing_sandbox) == 0  # nothing heard: nothing asked
+    deadline = time.monotonic() + 10
+    while not isinstance(done := sensor.poke({}), PokeReturnValue):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert done.is_done and polls(signing_sandbox) == 1
+
+
+def test_the_plugin_is_registered_by_the_provider_and_mounts_nothing_unless_asked() -> None:
+    import importlib
+
+    from airflow_sora import get_provider_info
+    from airflow_sora.plugins.kie_callbacks import fastapi_app
+
+    (entry,) = get_provider_info()["plugins"]
+    module, _, name = entry["plugin-class"].rpartition(".")
+    plugin = getattr(importlib.import_module(module), name)
+    assert plugin.name == entry["name"] and plugin.fastapi_apps == []  # not enabled, not the API server
+    mounted = fastapi_app()
+    assert mounted["url_prefix"] == "/sora" and any(
+        getattr(route, "path", "") == "/kie/callback" for route in mounted["app"].routes)
