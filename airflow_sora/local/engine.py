@@ -34,6 +34,8 @@ EDGE = 2 * WINDOW + 4  # frames around a coarse segment's ends where the mark ma
 LEARN_PAD = 12  # pixels around a coarse box kept for learning
 MARKED_PER_SEGMENT = 16
 UNMARKED_PER_SEGMENT = 12
+FULL_SEGMENTS = 6  # segments learned from in full; later ones (long videos) keep fewer crops, for memory
+FEW_PER_SEGMENT = 6
 PROGRESS_EVERY = 10
 
 
@@ -59,6 +61,7 @@ def clean_file(src: str | os.PathLike[str], dst: str | os.PathLike[str],
                          mark_found=False, positions=[None] * scanner.frames, audio_kept=info.has_audio,
                          engine=ENGINE, settings=settings.as_dict())
     coarse = scanner.segments()
+    del scanner  # memory: what the scan kept is no longer needed
     matte, samples, opening = _learn(source, coarse, info, settings, tick) if coarse else (None, [], None)
     if matte is None:
         codec.copy_unchanged(source, target)
@@ -66,6 +69,7 @@ def clean_file(src: str | os.PathLike[str], dst: str | os.PathLike[str],
         plans = [plan_segment(matte, placement, samples[i].segment.start, samples[i].segment.end,
                               (info.width, info.height), _still(samples[i]))
                  for i, placement in sorted(matte.placements.items())]
+        del samples  # memory: the plans keep what rendering needs
         hindsight = opening.hindsight(plans) if opening is not None else {}
         _render(source, target, settings, matte, plans, hindsight, report, tick)
         report.mark_found = report.marked_frames > 0
@@ -88,12 +92,13 @@ def _learn(source: str, coarse: list[CoarseSegment], info: codec.VideoInfo, sett
     every frame of the opening's region while the mark sits there from the first frame on."""
     samples = [Samples(s, s.box.padded(LEARN_PAD + s.box.h // 4, info.width, info.height).even()) for s in coarse]
     wanted: dict[int, list[tuple[Samples, bool]]] = {}
-    for sample in samples:
+    for number, sample in enumerate(samples):
         s = sample.segment
-        for frame in _spread(range(s.start, s.end + 1), MARKED_PER_SEGMENT):
+        few = number >= FULL_SEGMENTS  # later segments need only enough frames to be placed
+        for frame in _spread(range(s.start, s.end + 1), FEW_PER_SEGMENT if few else MARKED_PER_SEGMENT):
             wanted.setdefault(frame, []).append((sample, True))
         elsewhere = [f for o in coarse if o.box.iou(sample.region) == 0 for f in range(o.start, o.end + 1)]
-        for frame in _spread(elsewhere, UNMARKED_PER_SEGMENT):
+        for frame in _spread(elsewhere, FEW_PER_SEGMENT if few else UNMARKED_PER_SEGMENT):
             wanted.setdefault(frame, []).append((sample, False))
     opening = _Opening.of(coarse, info)
     last = max([*wanted, opening.last if opening else -1]) if wanted else -1
@@ -122,7 +127,7 @@ def _still(sample: Samples) -> tuple[np.ndarray, np.ndarray, np.ndarray, Box] | 
 
 
 def _render(source: str, target: str, settings: EngineSettings, matte: Matte, plans: list[SegmentPlan],
-            hindsight: dict[int, tuple[SegmentPlan, Reference]], report: CleanReport, tick: _Ticker) -> None:
+            hindsight: dict[int, tuple[SegmentPlan, list[Reference]]], report: CleanReport, tick: _Ticker) -> None:
     support = matte.support()
     follower = Follower()
     previous: list[tuple[codec.Planes, SegmentPlan | None]] = []  # the frame before (restored), its plan
@@ -130,7 +135,7 @@ def _render(source: str, target: str, settings: EngineSettings, matte: Matte, pl
     def edit(index: int, planes: codec.Planes) -> bool:
         def references(plan: SegmentPlan) -> list[Reference]:
             seen = hindsight.get(index)
-            later = [seen[1]] if seen is not None and seen[0] is plan else []
+            later = seen[1] if seen is not None and seen[0] is plan else []
             if not previous:
                 return later
             before, before_plan = previous[0]
@@ -174,6 +179,12 @@ def _clean(index: int, planes: codec.Planes, plans: list[SegmentPlan],
     found = ([plan.still] if plan.still is not None else []) + references(plan)
     restore(planes.y, planes.u, planes.v, plan, gains, found)
     return plan
+
+
+def _compact(reference: Reference) -> Reference:
+    """Half-precision copies (levels to an eighth, NaN kept): the opening's references wait for the render."""
+    y, u, v = (plane.astype(np.float16) for plane in reference)
+    return y, u, v
 
 
 def _given(found: list[Reference]) -> Callable[[SegmentPlan], list[Reference]]:
@@ -236,21 +247,21 @@ class _Opening:
         self.crops.append(codec.Planes(planes.y[ys, xs].copy(), planes.u[cys, cxs].copy(),
                                        planes.v[cys, cxs].copy(), None, None))
 
-    def hindsight(self, plans: list[SegmentPlan]) -> dict[int, tuple[SegmentPlan, Reference]]:
+    def hindsight(self, plans: list[SegmentPlan]) -> dict[int, tuple[SegmentPlan, list[Reference]]]:
         """Per frame of the opening, the region's content as the frames after it showed it."""
         opening = next((p for p in plans if p.start - EDGE <= 0), None)
         if opening is None or opening.outer is None or not self.region.contains(opening.outer):
             return {}
         local = replace(opening, region=opening.region.moved(-self.region.x, -self.region.y),
                         outer=opening.outer.moved(-self.region.x, -self.region.y))
-        seen: dict[int, tuple[SegmentPlan, Reference]] = {}
+        seen: dict[int, tuple[SegmentPlan, list[Reference]]] = {}
         follower = Follower()
         later: tuple[codec.Planes, bool] | None = None  # the frame after (restored), and whether it had the mark
         for index in reversed(range(len(self.crops))):
             now = self.crops[index]
             found = follower.references(later[0], now, local, fresh=not later[1]) if later is not None else []
             if found and index <= opening.end + EDGE:
-                seen[index] = (opening, found[0])
+                seen[index] = (opening, [_compact(reference) for reference in found])
             marked = _clean(index, now, [local], _given(found)) is not None
             later = (now, marked)
         self.crops.clear()

@@ -18,6 +18,7 @@ import numpy as np
 WINDOW = 8  # frames averaged into one window of the scan
 SCAN_WIDTH = 320  # the scan works on a copy about this wide
 PERSIST = 3  # windows in a row a blob must hold still to count (moving content does not)
+BAND_ROWS = 16  # rows of the scan's maps processed at once when the windows are compared
 MIN_SEGMENT_WINDOWS = 3  # a segment shorter than this (~0.8 s at 30 fps) is not the mark
 
 
@@ -119,9 +120,13 @@ class Scanner:
         self._flush()
         if len(self.windows) < MIN_SEGMENT_WINDOWS:
             return []
-        stack = np.stack(self.windows).astype(np.float32)
-        evidence = _steady_evidence(stack)
-        blobs = [strongest_cluster(e) for e in evidence]
+        stack = np.stack(self.windows)  # float16: one small map per window however long the video
+        self.windows.clear()
+        evidence = np.empty_like(stack)
+        for top in range(0, stack.shape[1], BAND_ROWS):  # a band of rows at a time keeps the temporaries small
+            band = slice(top, top + BAND_ROWS)
+            evidence[:, band] = _steady_evidence(stack[:, band].astype(np.float32))
+        blobs = [strongest_cluster(e.astype(np.float32)) for e in evidence]
         return self._group(blobs)
 
     def _group(self, blobs: list[tuple[Box, float] | None]) -> list[CoarseSegment]:

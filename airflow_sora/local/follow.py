@@ -47,13 +47,15 @@ class Follower:
         if step is None:
             self._anchors.pop(key, None)
             return []
-        if fresh or key not in self._anchors:
+        if fresh:
             self._anchors[key] = _Anchor(crop, np.array([[1, 0, 0], [0, 1, 0]], np.float32))
-        anchor = self._anchors[key]
-        anchor.matrix = borrow.compose(step, anchor.matrix)
         dx, dy = region.x - outer.x, region.y - outer.y
-        return [_cut(anchor.crop, anchor.matrix, dx, dy, region.w, region.h, keep_unseen=False),
-                _cut(crop, step, dx, dy, region.w, region.h, keep_unseen=True)]
+        found = [_cut(crop, step, dx, dy, region.w, region.h, keep_unseen=True)]
+        anchor = self._anchors.get(key)
+        if anchor is not None:  # only a frame that showed the region whole anchors it
+            anchor.matrix = borrow.compose(step, anchor.matrix)
+            found.insert(0, _cut(anchor.crop, anchor.matrix, dx, dy, region.w, region.h, keep_unseen=False))
+        return found
 
 
 def _crop(planes: Planes, box: borrow.Box) -> Reference:
