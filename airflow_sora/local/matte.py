@@ -114,6 +114,7 @@ def learn(samples: list[Samples], white: float = 235.0) -> Matte | None:
     mask = cv2.dilate((alpha > 0.04).astype(np.uint8), _disk(2))
     alpha = _fit_alpha(observed, backgrounds, mask, white, inpaint.telea)  # a tighter mask, a better fill
     alpha[alpha < 0.02] = 0.0
+    alpha *= cv2.dilate((alpha > 0.15).astype(np.uint8), _disk(4))  # a soft edge belongs next to a stroke
     if float(alpha.max()) < 0.1:
         return None
     return Matte(alpha, _parts(alpha), placements, white)
