@@ -162,15 +162,11 @@ def _clean(index: int, planes: codec.Planes, plans: list[SegmentPlan],
     if before is not None and before.start + EDGE <= index <= before.end - EDGE:
         plan = before
     else:
-        best: tuple[float, SegmentPlan] | None = None
-        for candidate in plans:
-            if candidate.start - EDGE <= index <= candidate.end + EDGE:
-                score = presence(planes.y, candidate)
-                if score >= PRESENT_SCORE and (best is None or score > best[0]):
-                    best = (score, candidate)
-        if best is None:
+        covering = [p for p in plans if p.start - EDGE <= index <= p.end + EDGE]
+        present = _most_present(planes, covering) or _most_present(planes, _elsewhere(plans, covering))
+        if present is None:
             return None
-        plan = best[1]
+        plan = present
     near_edge = index < plan.start + EDGE or index > plan.end - EDGE
     ys, xs = plan.region.slices()
     gains = fade_gains(planes.y[ys, xs], plan) if near_edge else [1.0] * len(plan.parts)
@@ -185,6 +181,28 @@ def _compact(reference: Reference) -> Reference:
     """Half-precision copies (levels to an eighth, NaN kept): the opening's references wait for the render."""
     y, u, v = (plane.astype(np.float16) for plane in reference)
     return y, u, v
+
+
+def _most_present(planes: codec.Planes, plans: list[SegmentPlan]) -> SegmentPlan | None:
+    best: tuple[float, SegmentPlan] | None = None
+    for plan in plans:
+        score = presence(planes.y, plan)
+        if score >= PRESENT_SCORE and (best is None or score > best[0]):
+            best = (score, plan)
+    return best[1] if best is not None else None
+
+
+def _elsewhere(plans: list[SegmentPlan], covering: list[SegmentPlan]) -> list[SegmentPlan]:
+    """One plan per place the mark was seen, but those already tried: the mark comes back to its places, so a
+    hold the scan missed (too short, at the end of a video) is still found there."""
+    places = {(round(p.placement.x), round(p.placement.y)) for p in covering}
+    distinct: list[SegmentPlan] = []
+    for plan in plans:
+        place = (round(plan.placement.x), round(plan.placement.y))
+        if place not in places:
+            places.add(place)
+            distinct.append(plan)
+    return distinct
 
 
 def _given(found: list[Reference]) -> Callable[[SegmentPlan], list[Reference]]:

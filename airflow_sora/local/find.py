@@ -207,7 +207,7 @@ def _with_neighbours(best: tuple[Box, float], pieces: list[tuple[Box, float]], w
     grown = True
     while grown:
         grown = False
-        reach = box.padded(max(box.h, box.w // 3), width, height)
+        reach = box.padded(max(box.h, box.w // 2), width, height)
         for piece in list(left):
             other = piece[0]
             if reach.iou(other) > 0:

@@ -138,7 +138,8 @@ def _reference(usable: list[Samples], means: list[np.ndarray]
         fits = [fit if fit is not None and fit[2] >= MIN_ALIGN_SCORE else None for fit in fits]
         places = {(round(s.region.x + f[0]) // 8, round(s.region.y + f[1]) // 8)
                   for s, f in zip(usable, fits, strict=True) if f is not None}
-        rank = (len(places), float(np.mean([f[2] for f in fits if f is not None])))
+        # the whole mark beats a piece of it: each place counts the template's detail times how well it fits
+        rank = (min(len(places), 2), float(template.sum()) * sum(f[2] for f in fits if f is not None))
         if len(places) >= 2 and (best is None or rank > best[0]):
             best = (rank, tight, fits)
     return (best[1], best[2]) if best is not None else None
