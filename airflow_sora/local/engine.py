@@ -66,9 +66,7 @@ def clean_file(src: str | os.PathLike[str], dst: str | os.PathLike[str],
     if matte is None:
         codec.copy_unchanged(source, target)
     else:
-        plans = [plan_segment(matte, placement, samples[i].segment.start, samples[i].segment.end,
-                              (info.width, info.height), _still(samples[i]))
-                 for i, placement in sorted(matte.placements.items())]
+        plans = _plans(matte, samples, (info.width, info.height))
         del samples  # memory: the plans keep what rendering needs
         hindsight = opening.hindsight(plans) if opening is not None else {}
         _render(source, target, settings, matte, plans, hindsight, report, tick)
@@ -115,6 +113,21 @@ def _learn(source: str, coarse: list[CoarseSegment], info: codec.VideoInfo, sett
                 sample.unmarked_chroma.append((planes.u[cys, cxs].copy(), planes.v[cys, cxs].copy()))
         tick("learn", index + 1)
     return learn(samples, info.white), samples, opening
+
+
+def _plans(matte: Matte, samples: list[Samples], frame_size: tuple[int, int]) -> list[SegmentPlan]:
+    """One plan per segment; segments where the mark sits at a place already planned (within a twentieth of
+    a pixel) share that plan's arrays."""
+    plans: list[SegmentPlan] = []
+    places: dict[tuple[int, int], SegmentPlan] = {}
+    for index, placement in sorted(matte.placements.items()):
+        key = (round(placement.x * 20), round(placement.y * 20))
+        sample = samples[index]
+        plan = plan_segment(matte, placement, sample.segment.start, sample.segment.end, frame_size,
+                            _still(sample), places.get(key))
+        places.setdefault(key, plan)
+        plans.append(plan)
+    return plans
 
 
 def _still(sample: Samples) -> tuple[np.ndarray, np.ndarray, np.ndarray, Box] | None:

@@ -9,7 +9,7 @@ Chroma follows the same steps at half resolution (a white mark pulls chroma towa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -50,8 +50,12 @@ class SegmentPlan:
 
 
 def plan_segment(matte: Matte, placement: Placement, start: int, end: int, frame_size: tuple[int, int],
-                 still: tuple[np.ndarray, np.ndarray, np.ndarray, Box] | None) -> SegmentPlan:
-    """Resample the matte onto the frame grid at the segment's sub-pixel placement."""
+                 still: tuple[np.ndarray, np.ndarray, np.ndarray, Box] | None,
+                 same_place: SegmentPlan | None = None) -> SegmentPlan:
+    """Resample the matte onto the frame grid at the segment's sub-pixel placement. The mark comes back to its
+    places: a plan for a place already planned (``same_place``) shares its arrays, for memory."""
+    if same_place is not None:
+        return replace(same_place, start=start, end=end, still=_still_in(still, same_place.region))
     width, height = frame_size
     x0 = max(0, (int(np.floor(placement.x)) - 2) // 2 * 2)
     y0 = max(0, (int(np.floor(placement.y)) - 2) // 2 * 2)
