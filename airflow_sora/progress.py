@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,19 +121,25 @@ class ProgressReporter:
             estimates.append(remaining * elapsed / moved)
         return max(estimates, default=0.0)
 
-    @contextmanager
-    def ticking(self, stage: Callable[[], str], counts: Callable[[], Counts]) -> Iterator[None]:
+    def ticking(self, stage: Callable[[], str], counts: Callable[[], Counts]) -> AbstractContextManager[None]:
         """While the body runs, a line at least every ``interval`` even if no event comes."""
-        stop = threading.Event()
+        return repeating(self.interval / 3, lambda: self.update(stage(), counts()), name="sora-progress")
 
-        def tick() -> None:
-            while not stop.wait(self.interval / 3):
-                self.update(stage(), counts())
 
-        ticker = threading.Thread(target=tick, name="sora-progress", daemon=True)
-        ticker.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            ticker.join()
+@contextmanager
+def repeating(period: float, action: Callable[[], object], *, name: str) -> Iterator[None]:
+    """Calls ``action`` every ``period`` seconds on a daemon thread while the body runs: progress lines keep
+    coming while the work itself is silent."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(period):
+            action()
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_sora.local_batch.manifest import FileOutcome, FileStatus
-from airflow_sora.progress import PROGRESS_INTERVAL
+from airflow_sora.progress import PROGRESS_INTERVAL, repeating
 
 #: Each stage's usual share of a file's time, in order: what a file's progress within a stage is worth.
 STAGE_WEIGHTS = {"fetch": 0.05, "scan": 0.25, "learn": 0.10, "render": 0.55, "land": 0.05}
@@ -149,20 +149,11 @@ class LocalProgress:
             return None
         return max(0.0, self._work_total - done) * elapsed / done
 
-    @contextmanager
-    def ticking(self) -> Iterator[None]:
+    def ticking(self) -> AbstractContextManager[None]:
         """While the body runs, a line at least every ``interval`` even if the engine is silent."""
-        stop = threading.Event()
 
         def tick() -> None:
-            while not stop.wait(self.interval / 3):
-                if self._clock() - self._last_line >= self.interval:
-                    self.write()
+            if self._clock() - self._last_line >= self.interval:
+                self.write()
 
-        ticker = threading.Thread(target=tick, name="sora-local-progress", daemon=True)
-        ticker.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            ticker.join()
+        return repeating(self.interval / 3, tick, name="sora-local-progress")
