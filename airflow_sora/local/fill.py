@@ -1,12 +1,12 @@
 """Restore what is under the mark in one frame, best source first.
 
-1. The same place seen while the mark was elsewhere, where the shot holds still there (exact content).
-2. Reverse alpha blending where the mark is translucent: ``content = (observed - a*255) / (1 - a)``; noise
+1. Content from other frames (``references``: the still background, content followed along the camera's
+   motion, see ``follow``), each trusted per pixel only where it explains what this frame shows.
+2. Reverse alpha blending where the mark is translucent: ``content = (observed - a*white) / (1 - a)``; noise
    grows as ``1 / (1 - a)``, so it serves the soft edges and thin strokes.
 3. Spatial inpainting (Telea) only for the near-opaque core that neither of the above can give.
-Chroma follows the same steps at half resolution (a white mark pulls chroma towards neutral, 128).
+Chroma follows luma's choices at half resolution (a white mark pulls chroma towards neutral, 128).
 """
-
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -43,10 +43,6 @@ class SegmentPlan:
     outer: Box | None = None  # the region with a margin of content around it, to measure the camera's motion
     points: np.ndarray | None = None  # where to track that motion, in the outer box
     main_part: np.ndarray | None = None  # the detail of the mark's largest part alone
-
-    @property
-    def alpha(self) -> np.ndarray:
-        return np.sum(self.parts, axis=0)
 
 
 def plan_segment(matte: Matte, placement: Placement, start: int, end: int, frame_size: tuple[int, int],

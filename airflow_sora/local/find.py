@@ -9,7 +9,6 @@ the mark's shape, size, positions or timing in advance.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import cv2
@@ -238,8 +237,3 @@ def _vertex(row: np.ndarray) -> float:
     left, mid, right = (float(v) for v in row)
     denom = left - 2 * mid + right
     return 0.0 if denom >= 0 else max(-0.5, min(0.5, 0.5 * (left - right) / denom))
-
-
-def frames_of(segments: Iterable[CoarseSegment], frame: int, margin: int) -> list[CoarseSegment]:
-    """The segments whose span, widened by ``margin`` frames, covers ``frame`` (two at a jump)."""
-    return [s for s in segments if s.start - margin <= frame <= s.end + margin]
