@@ -3,17 +3,17 @@
     python bench/callbacks.py                       # N=200, 20 creates per 10 s, task latency 60 s +/- 30 s
     python bench/callbacks.py --n 50 --latency 20 --jitter 10 --modes callbacks
 
-Each mode runs one batch (``SoraWatermarkRemoverOperator``, deferrable, under ``airflow dags test``) against a
-fresh sandbox with the same seed, so both see the same task latencies in the same order. ``polling``: no
-callback URL, today's path. ``callbacks``: ``callback_url="auto"`` through the connection's extra; the
-sandbox signs every callback with the account's webhook key and posts it to the provider's receiver app,
-served here by uvicorn and mounted at ``/sora`` as the API server mounts it. ``callbacks-cap100`` is the same
-with the operator's default running cap (100) instead of N, where the submitter's own look for room still
-polls. Wall = first accepted create to the last video landed. T* is ``bench/run.py``'s, (N - 1) / (limit /
-10 s) + mean latency + one landing; T*(tasks) is the best any client could do with the latencies the sandbox
-actually drew: max over tasks, in create order, of (i / rate + latency_i) + one landing. API calls = creates
-+ status calls + link refreshes, counted by the sandbox. Saves ``bench/results/callbacks-<stamp>.json`` and
-writes the table to ``bench/CALLBACKS.md`` (included in the docs' callbacks page).
+Each mode runs one batch (``SoraWatermarkRemoverOperator``, deferrable, under ``airflow dags test``) against a fresh
+sandbox with the same seed, so both see the same task latencies in the same order. ``polling``: no callback URL,
+today's path. ``callbacks``: ``callback_url="auto"`` through the connection's extra; the sandbox signs every
+callback with the account's webhook key and posts it to the provider's receiver app, served here by uvicorn and
+mounted at ``/sora`` as the API server mounts it. ``callbacks-cap100`` is the same with the operator's default
+running cap (100) instead of N, so the submitter looks for room (through the inbox, like the waiting side). Wall =
+first accepted create to the last video landed. T* is ``bench/run.py``'s, (N - 1) / (limit / 10 s) + mean latency +
+one landing; T*(tasks) is the best any client could do with the latencies the sandbox actually drew: max over tasks,
+in create order, of (i / rate + latency_i) + one landing. API calls = creates + status calls + link refreshes,
+counted by the sandbox. Saves ``bench/results/callbacks-<stamp>.json`` and writes the table to
+``bench/CALLBACKS.md`` (included in the docs' callbacks page).
 """
 
 from __future__ import annotations

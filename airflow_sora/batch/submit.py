@@ -16,8 +16,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from airflow_sora.batch.claims import Claims
 from airflow_sora.batch.ledger import Ledger
 from airflow_sora.batch.settings import BatchSettings
-from airflow_sora.batch.wait import record_status
+from airflow_sora.batch.wait import callback_due, record_status
 from airflow_sora.lifecycle import Event, Phase, Settled, unknown_create_message
+from airflow_sora.polling import CallbackWatch
 from airflow_sora.services.base import WatermarkService
 from airflow_sora.services.errors import (
     AuthError,
@@ -30,6 +31,7 @@ from airflow_sora.services.errors import (
     SubmitOutcomeUnknownError,
     TaskFailedError,
 )
+from airflow_sora.services.models import TaskStatus
 from airflow_sora.state import utcnow
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ class Submitter:
         self.settings = settings
         self.on_submitted = on_submitted or (lambda task_id: None)
         self.account_error: ServiceError | None = None
+        self.watch: CallbackWatch | None = None  # set while submitting, when the batch has a callback inbox
 
     def submit_all(self, post_ids: list[str]) -> None:
         """Submit in order, at the pace of the client's create bucket, with at most
@@ -58,6 +61,8 @@ class Submitter:
         """
         running: _Running = deque()
         pending = list(post_ids)
+        schedule = self.settings.poll_schedule
+        self.watch = CallbackWatch(schedule) if schedule.expects_callbacks and self.client.asynchronous else None
         for attempt in range(self.settings.submit_passes):
             if attempt:
                 time.sleep(self.settings.submit_pass_delay * attempt)
@@ -117,25 +122,39 @@ class Submitter:
                 collect(wait(in_flight, return_when=FIRST_COMPLETED).done)
 
     def _retire_finished(self, running: _Running, room_needed: int) -> None:
-        """Make room by retiring the oldest finished tasks (tasks end roughly in submission order), waiting a
-        poll interval when none has finished yet. What a poll here learns goes into the ledger, so the task is
-        never polled again."""
+        """Make room by retiring finished tasks, waiting a poll interval when none has finished yet. What a poll
+        here learns goes into the ledger, so the task is never polled again.
+
+        With callbacks heard (the watch not in fallback) the inbox says which tasks finished, so only those,
+        and tasks past their expected time, are polled: the waiting side's rule, one status call per task.
+        Otherwise the oldest running tasks are polled (tasks end roughly in submission order)."""
         limit = self.settings.max_active_submissions
-        looked = 0
-        for post_id, task_id in list(running):  # oldest first; a stuck task does not hide finished ones
-            if len(running) + room_needed <= limit or looked >= max(room_needed, RETIRE_LOOKAHEAD):
-                break
-            looked += 1
-            try:
-                status = self.client.get_status(task_id)
-            except ServiceError as error:  # a poll that failed says nothing: look again later
-                log.info("Polling task %s while submitting failed: %s", task_id, error)
-                continue
-            if status.terminal:
-                running.remove((post_id, task_id))
-                record_status(self.ledger, self.client, post_id, status)
+        if self.watch is not None and not self.watch.fallback:
+            by_task = {task_id: post_id for post_id, task_id in running}
+            statuses = {}
+            for task_id in callback_due(self.watch, self.ledger, list(by_task)):
+                if (status := self._poll(running, by_task[task_id], task_id)) is not None:
+                    statuses[task_id] = status
+            self.watch.polled(statuses)
+        else:
+            for looked, (post_id, task_id) in enumerate(list(running)):  # oldest first: past one stuck task
+                if len(running) + room_needed <= limit or looked >= max(room_needed, RETIRE_LOOKAHEAD):
+                    break
+                self._poll(running, post_id, task_id)
         if len(running) + room_needed > limit:
             time.sleep(self.settings.poll_schedule.interval)
+
+    def _poll(self, running: _Running, post_id: str, task_id: str) -> TaskStatus | None:
+        """One status call; a finished task leaves ``running`` and its result goes into the ledger."""
+        try:
+            status = self.client.get_status(task_id)
+        except ServiceError as error:  # a poll that failed says nothing: look again later
+            log.info("Polling task %s while submitting failed: %s", task_id, error)
+            return None
+        if status.terminal:
+            running.remove((post_id, task_id))
+            record_status(self.ledger, self.client, post_id, status)
+        return status
 
     def submit(self, post_id: str) -> str | None:
         """Create the remote work for one video; returns the task id to wait for, if any."""

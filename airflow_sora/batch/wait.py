@@ -57,7 +57,7 @@ def wait_in_worker(ledger: Ledger, client: WatermarkService, *, deadline: float,
     while True:
         statuses: dict[str, TaskStatus] = {}
         errors: list[ServiceError] = []
-        for task_id in tracker.pending if watch is None else _due(watch, ledger, tracker.pending):
+        for task_id in tracker.pending if watch is None else callback_due(watch, ledger, tracker.pending):
             try:
                 statuses[task_id] = client.get_status(task_id)
             except ServiceError as error:
@@ -70,8 +70,10 @@ def wait_in_worker(ledger: Ledger, client: WatermarkService, *, deadline: float,
         time.sleep(tracker.listen_delay() if watch is not None and not watch.fallback else tracker.next_delay())
 
 
-def _due(watch: CallbackWatch, ledger: Ledger, pending: list[str]) -> list[str]:
-    """With callbacks on: what the run's inbox holds (one listing), then the tasks the watch says to poll."""
+def callback_due(watch: CallbackWatch, ledger: Ledger, pending: list[str]) -> list[str]:
+    """With callbacks on: what the run's inbox holds (one listing), then the tasks the watch says to poll.
+
+    Shared with the submitter's look for room, so both sides decide by the same rule."""
     if not watch.fallback:
         from airflow_sora.plugins.inbox import CallbackInbox
 

@@ -136,6 +136,23 @@ def test_a_batch_with_callbacks_polls_each_task_once_to_confirm(
         assert all(secret not in p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file())
 
 
+def test_with_the_running_cap_binding_the_look_for_room_polls_only_what_the_inbox_heard(
+        signing_sandbox: SandboxServer, receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """30 videos, at most 10 running: the submitter waits on the inbox for room, so every task, whether the
+    submitter or the waiting side retired it, costs one status call, and the cap still holds."""
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", receiver.base)
+    signing_sandbox.state.config.latency, signing_sandbox.state.config.latency_jitter = 1.0, 0.0
+    urls = VIDEO_URLS[:30]
+    result = run_try(operator(f"file://{tmp_path}/clean/", urls, max_active_submissions=10,
+                              callback_fallback_after=30))
+    assert result.error is None and result.value["counts"]["landed"] == 30
+    tasks = sorted(signing_sandbox.state.tasks.values(), key=lambda t: t.created)
+    assert len(tasks) == 30 and signing_sandbox.summary()["charges_by_video"] == dict.fromkeys(urls, 1)
+    for task in tasks:
+        assert len([t for t in tasks if t.created <= task.created < t.created + t.latency]) <= 10
+    assert dict(signing_sandbox.state.polls_by_task) == {t.task_id: 1 for t in tasks}
+
+
 def test_the_trigger_wakes_on_a_callback_without_polling(signing_sandbox: SandboxServer, receiver: Receiver,
                                                          tmp_path: Path) -> None:
     """Tasks that take 3 s: the trigger lists its inbox every 0.2 s and polls each task exactly once, right
@@ -155,11 +172,13 @@ def test_the_trigger_wakes_on_a_callback_without_polling(signing_sandbox: Sandbo
     assert dict(signing_sandbox.state.polls_by_task) == dict.fromkeys(ids, 1)
 
 
+@pytest.mark.parametrize("cap", [100, 2], ids=["cap-free", "cap-binding"])
 def test_with_the_receiver_down_the_batch_completes_by_polling(signing_sandbox: SandboxServer, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                monkeypatch: pytest.MonkeyPatch, cap: int) -> None:
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     urls = VIDEO_URLS[:4]
-    result = run_try(operator(f"file://{tmp_path}/clean/", urls, callback_fallback_after=1.0))
+    result = run_try(operator(f"file://{tmp_path}/clean/", urls, callback_fallback_after=1.0,
+                              max_active_submissions=cap))
     assert result.error is None and result.value["counts"]["landed"] == 4
     assert signing_sandbox.summary()["charges_by_video"] == dict.fromkeys(urls, 1)
     sent = signing_sandbox.state.callbacks_sent
