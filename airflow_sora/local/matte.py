@@ -22,8 +22,10 @@ MATCH_SIGMA = 2.0
 MIN_ALIGN_SCORE = 0.45  # a segment whose detail matches the reference worse is not this mark
 ALPHA_MAX = 0.97
 MAX_FIT_FRAMES = 32
+FRAME_SHOWS = 0.5  # a frame's detail must match the mark's this well to be learned from
 REFERENCE_CANDIDATES = 6
 MIN_EXACT_FRAMES = 8  # frames with the content known exactly: then guessed frames count half
+STILL_SPREAD = 6.0  # how far nine views in ten may stray from their median for a shot to count as still
 STILL_AGREES = 6.0  # mean difference around the mark for the still background to hold in a frame
 
 
@@ -85,9 +87,12 @@ def learn(samples: list[Samples], white: float = 235.0) -> Matte | None:
     chosen = _reference(usable, means)
     if chosen is None:
         return None
-    tight, fits = chosen
+    tight, template, fits = chosen
     placements = {samples.index(sample): Placement(sample.region.x + fit[0], sample.region.y + fit[1], fit[2])
                   for sample, fit in zip(usable, fits, strict=True) if fit is not None}
+    for index, placement in placements.items():  # frames of a hold without the mark in place teach nothing
+        sample = samples[index]
+        sample.marked = [crop for crop in sample.marked if _shows(crop, template, placement, sample.region)]
     size = (tight.w, tight.h)
     stacks: list[np.ndarray] = []
     backgrounds: list[np.ndarray | None] = []
@@ -121,14 +126,14 @@ def learn(samples: list[Samples], white: float = 235.0) -> Matte | None:
 
 
 def _reference(usable: list[Samples], means: list[np.ndarray]
-               ) -> tuple[Box, list[tuple[float, float, float] | None]] | None:
+               ) -> tuple[Box, np.ndarray, list[tuple[float, float, float] | None]] | None:
     """The segment whose mark detail the others agree with best, and where its template fits in each.
 
     Some segments' regions catch steady content beside the mark; their template matches the others worse. The
     mark must be found in at least two places: steady content in a clip without a mark does not jump.
     """
     strongest = sorted(range(len(means)), key=lambda i: -float(np.percentile(means[i], 99)))[:REFERENCE_CANDIDATES]
-    best: tuple[tuple[int, float], Box, list[tuple[float, float, float] | None]] | None = None
+    best: tuple[tuple[int, float], Box, np.ndarray, list[tuple[float, float, float] | None]] | None = None
     for candidate in strongest:
         tight = _tight_box(means[candidate])
         if tight is None:
@@ -141,8 +146,18 @@ def _reference(usable: list[Samples], means: list[np.ndarray]
         # the whole mark beats a piece of it: each place counts the template's detail times how well it fits
         rank = (min(len(places), 2), float(template.sum()) * sum(f[2] for f in fits if f is not None))
         if len(places) >= 2 and (best is None or rank > best[0]):
-            best = (rank, tight, fits)
-    return (best[1], best[2]) if best is not None else None
+            best = (rank, tight, template, fits)
+    return (best[1], best[2], best[3]) if best is not None else None
+
+
+def _shows(crop: np.ndarray, template: np.ndarray, placement: Placement, region: Box) -> bool:
+    """Whether this one frame shows the mark where its segment has it (not a blank frame at a jump, not a hold
+    the scan placed wrongly): its detail around the placement matches the template."""
+    x, y = round(placement.x - region.x), round(placement.y - region.y)
+    h, w = template.shape
+    window = crop[max(0, y - 2):y + h + 2, max(0, x - 2):x + w + 2]
+    found = match(high_pass(window, MATCH_SIGMA), template)
+    return found is not None and found[2] >= FRAME_SHOWS
 
 
 def _mark_detail(sample: Samples) -> np.ndarray:
@@ -168,8 +183,8 @@ def still_background(sample: Samples) -> np.ndarray | None:
         return None
     views = np.stack(sample.unmarked).astype(np.float32)
     median = np.median(views, axis=0)
-    spread = float(np.median(np.abs(views - median)))
-    return median if spread < 2.5 else None
+    spread = float(np.percentile(np.abs(views - median), 90))  # a slow drift shows in the tail, not the middle
+    return median if spread < STILL_SPREAD else None
 
 
 def _tight_box(mean_detail: np.ndarray) -> Box | None:

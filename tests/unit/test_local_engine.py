@@ -153,6 +153,21 @@ def test_the_matte_learns_the_alpha_the_white_level_and_the_placements_from_the_
     assert second.y - first.y == pytest.approx(SPOTS[1][1] - SPOTS[0][1], abs=0.3)
 
 
+def test_frames_of_a_hold_without_the_mark_do_not_dilute_the_alpha():
+    """Blank frames at a jump (or a hold placed wrongly) are in the segment's span but show no mark."""
+    icon, word = drawn_mark()
+    truth = icon + word
+    samples = segment_samples(truth)
+    canvas = texture(400, 600, seed=9)
+    for sample in samples:
+        for i in range(8):  # a third of the frames: the alpha would come out a third too low
+            blank = pan(canvas, 5 * i, 320, 180)
+            sample.marked.append(np.clip(blank[sample.region.slices()] + 0.5, 0, 255).astype(np.uint8))
+    matte = learn(samples)
+    assert matte is not None
+    assert float(matte.alpha.max()) == pytest.approx(float(truth.max()), abs=0.05)
+
+
 def test_the_matte_refuses_steady_content_seen_in_one_place_only():
     icon, word = drawn_mark()
     samples = segment_samples(icon + word)[:1]  # one place: a still logo of the scene's own, not the mark
