@@ -18,6 +18,7 @@ from typing import Any
 import av
 import numpy as np
 
+from airflow_sora.local.ahead import Behind, ahead
 from airflow_sora.local.errors import NotAVideoError
 from airflow_sora.local.settings import EngineSettings
 
@@ -82,17 +83,22 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
 
 
 def iter_planes(path: str, *, threads: int = 0, stop_after: int | None = None) -> Iterator[Planes]:
-    """Decode every frame of the first video stream (read-only planes are fine for analysis passes)."""
+    """Decode every frame of the first video stream (read-only planes are fine for analysis passes), on a
+    thread of its own a few frames ahead of the caller."""
     try:
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            _thread(stream, threads)
-            for index, frame in enumerate(container.decode(stream)):
-                if stop_after is not None and index >= stop_after:
-                    return
-                yield to_planes(frame)
+        yield from ahead(_decoded(path, threads, stop_after))
     except av.FFmpegError as exc:
         raise NotAVideoError(f"{path}: decoding failed ({_reason(exc)}); the file may be truncated") from exc
+
+
+def _decoded(path: str, threads: int, stop_after: int | None) -> Iterator[Planes]:
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        _thread(stream, threads)
+        for index, frame in enumerate(container.decode(stream)):
+            if stop_after is not None and index >= stop_after:
+                return
+            yield to_planes(frame)
 
 
 def to_planes(frame: av.VideoFrame) -> Planes:
@@ -119,7 +125,7 @@ def transcode(src: str, dst: str, settings: EngineSettings, edit: Callable[[int,
               *, metadata: dict[str, str] | None = None) -> int:
     """Decode ``src``, let ``edit`` change each frame's planes in place (it says whether it did), encode to
     ``dst`` with the audio remuxed; returns the number of frames written. Timestamps and the audio packets pass
-    through unchanged."""
+    through unchanged. Decoding runs ahead of ``edit`` and encoding behind it, each on a thread of its own."""
     try:
         with av.open(src) as inp, av.open(dst, "w", format="mp4") as out:
             vin = inp.streams.video[0]
@@ -128,24 +134,37 @@ def transcode(src: str, dst: str, settings: EngineSettings, edit: Callable[[int,
             vout = _video_stream(out, vin, settings)
             aout = out.add_stream_from_template(ain) if ain is not None else None
             out.metadata.update(container_metadata(inp.metadata, metadata))
+
+            def write(item: av.VideoFrame | av.Packet) -> None:
+                out.mux(item if isinstance(item, av.Packet) else vout.encode(item))
+
             written = 0
-            for packet in inp.demux(*(s for s in (vin, ain) if s is not None)):
-                if packet.stream is vin:
-                    for frame in packet.decode():
-                        planes = to_planes(frame)  # its own arrays: editing them leaves the frame as it is
-                        changed = edit(written, planes)
-                        if not changed:
-                            frame.pict_type = av.video.frame.PictureType.NONE  # let the encoder choose
-                        out.mux(vout.encode(from_planes(planes) if changed else frame))
-                        written += 1
-                elif packet.dts is not None and aout is not None:
-                    packet.stream = aout
-                    out.mux(packet)
+            with Behind(write) as writer:
+                for frame, planes in ahead(_demuxed(inp, vin, ain)):
+                    if planes is None:  # an audio packet: remuxed as it is
+                        frame.stream = aout
+                        writer.put(frame)
+                        continue
+                    changed = edit(written, planes)  # its own arrays: editing them leaves the frame as it is
+                    if not changed:
+                        frame.pict_type = av.video.frame.PictureType.NONE  # let the encoder choose
+                    writer.put(from_planes(planes) if changed else frame)
+                    written += 1
             out.mux(vout.encode(None))
             return written
     except av.FFmpegError as exc:
         raise NotAVideoError(f"{src}: decoding or encoding failed ({_reason(exc)}); "
                              "the file may be truncated") from exc
+
+
+def _demuxed(inp: Any, vin: Any, ain: Any) -> Iterator[tuple[Any, Planes | None]]:
+    """Decoded video frames with their planes, and audio packets (with None), in the file's order."""
+    for packet in inp.demux(*(s for s in (vin, ain) if s is not None)):
+        if packet.stream is vin:
+            for frame in packet.decode():
+                yield frame, to_planes(frame)
+        elif packet.dts is not None and ain is not None:
+            yield packet, None
 
 
 def _video_stream(out: Any, vin: Any, settings: EngineSettings) -> Any:

@@ -2,10 +2,12 @@
 
 1. Scan: where and when the mark holds still (``find.Scanner``), from a small copy of each frame.
 2. Learn: full-resolution crops of each segment's region, with the mark and (from other segments' frames)
-   without it; the matte is fitted from them (``matte.learn``). Memory is bounded by crop counts.
+   without it; the matte is fitted from them (``matte.learn``). Memory is bounded by crop counts. Where the
+   scan could keep every few frames whole (``_Reservoir``, a fixed budget: short and small videos), the crops
+   come from those and this pass decodes only the opening, if anything.
 3. Render: decode, find the mark in each frame at its segment's placement, restore (``fill``), encode with
    the audio remuxed (``codec.transcode``).
-Decoding is cheap next to encoding, so three decodes cost less than keeping frames in memory.
+Decoding is cheap next to encoding, so the passes decode again rather than keep frames in memory.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ MARKED_PER_SEGMENT = 16
 UNMARKED_PER_SEGMENT = 12
 FULL_SEGMENTS = 6  # segments learned from in full; later ones (long videos) keep fewer crops, for memory
 FEW_PER_SEGMENT = 6
+RESERVOIR_BYTES = 100 * 2**20  # whole frames the scan may keep for learning
+RESERVOIR_STRIDE = 5  # kept frames at most this far apart, or too few fall in a hold to learn from
 PROGRESS_EVERY = 10
 
 
@@ -51,7 +55,9 @@ def clean_file(src: str | os.PathLike[str], dst: str | os.PathLike[str],
     info = codec.probe(source)
     tick = _Ticker(progress, info.frames)
     scanner = Scanner(info.width, info.height)
+    reservoir = _Reservoir.of(info)
     for planes in codec.iter_planes(source, threads=settings.threads):
+        reservoir.offer(scanner.frames, planes)
         scanner.add(planes.y)
         tick("scan", scanner.frames)
     if scanner.frames == 0:
@@ -62,7 +68,9 @@ def clean_file(src: str | os.PathLike[str], dst: str | os.PathLike[str],
                          engine=ENGINE, settings=settings.as_dict())
     coarse = scanner.segments()
     del scanner  # memory: what the scan kept is no longer needed
-    matte, samples, opening = _learn(source, coarse, info, settings, tick) if coarse else (None, [], None)
+    matte, samples, opening = _learn(source, coarse, info, settings, tick, reservoir) if coarse \
+        else (None, [], None)
+    del reservoir
     if matte is None:
         codec.copy_unchanged(source, target)
     else:
@@ -85,34 +93,47 @@ def clean_file(src: str | os.PathLike[str], dst: str | os.PathLike[str],
 
 
 def _learn(source: str, coarse: list[CoarseSegment], info: codec.VideoInfo, settings: EngineSettings,
-           tick: _Ticker) -> tuple[Matte | None, list[Samples], _Opening | None]:
-    """One pass keeping crops of every segment's region: frames with the mark there, and frames without; and
-    every frame of the opening's region while the mark sits there from the first frame on."""
+           tick: _Ticker, reservoir: _Reservoir) -> tuple[Matte | None, list[Samples], _Opening | None]:
+    """Crops of every segment's region: frames with the mark there, and frames without; and every frame of the
+    opening's region while the mark sits there from the first frame on. Frames the scan kept whole serve
+    first (each kind of crop of a segment comes from one source, so in frame order); one pass decodes the rest,
+    up to the last frame still wanted."""
     samples = [Samples(s, s.box.padded(LEARN_PAD + s.box.h // 4, info.width, info.height).even()) for s in coarse]
     wanted: dict[int, list[tuple[Samples, bool]]] = {}
     for number, sample in enumerate(samples):
         s = sample.segment
         few = number >= FULL_SEGMENTS  # later segments need only enough frames to be placed
-        for frame in _spread(range(s.start, s.end + 1), FEW_PER_SEGMENT if few else MARKED_PER_SEGMENT):
-            wanted.setdefault(frame, []).append((sample, True))
+        marked = range(s.start, s.end + 1)
         elsewhere = [f for o in coarse if o.box.iou(sample.region) == 0 for f in range(o.start, o.end + 1)]
-        for frame in _spread(elsewhere, FEW_PER_SEGMENT if few else UNMARKED_PER_SEGMENT):
-            wanted.setdefault(frame, []).append((sample, False))
-    opening = _Opening.of(coarse, info)
-    last = max([*wanted, opening.last if opening else -1]) if wanted else -1
-    for index, planes in enumerate(codec.iter_planes(source, threads=settings.threads, stop_after=last + 1)):
-        if opening is not None and index <= opening.last:
-            opening.keep(planes)
-        for sample, marked in wanted.get(index, ()):
-            ys, xs = sample.region.slices()
-            if marked:
-                sample.marked.append(planes.y[ys, xs].copy())
+        for frames, count, with_mark in ((marked, FEW_PER_SEGMENT if few else MARKED_PER_SEGMENT, True),
+                                         (elsewhere, FEW_PER_SEGMENT if few else UNMARKED_PER_SEGMENT, False)):
+            kept = reservoir.among(frames, count)
+            if kept is not None:
+                for frame in kept:
+                    _keep(sample, with_mark, reservoir.frames[frame])
             else:
-                sample.unmarked.append(planes.y[ys, xs].copy())
-                cys, cxs = sample.region.half().slices()
-                sample.unmarked_chroma.append((planes.u[cys, cxs].copy(), planes.v[cys, cxs].copy()))
-        tick("learn", index + 1)
+                for frame in _spread(frames, count):
+                    wanted.setdefault(frame, []).append((sample, with_mark))
+    opening = _Opening.of(coarse, info)
+    last = max([*wanted, opening.last if opening else -1])
+    if last >= 0:
+        for index, planes in enumerate(codec.iter_planes(source, threads=settings.threads, stop_after=last + 1)):
+            if opening is not None and index <= opening.last:
+                opening.keep(planes)
+            for sample, with_mark in wanted.get(index, ()):
+                _keep(sample, with_mark, planes)
+            tick("learn", index + 1)
     return learn(samples, info.white), samples, opening
+
+
+def _keep(sample: Samples, with_mark: bool, planes: codec.Planes) -> None:
+    ys, xs = sample.region.slices()
+    if with_mark:
+        sample.marked.append(planes.y[ys, xs].copy())
+    else:
+        sample.unmarked.append(planes.y[ys, xs].copy())
+        cys, cxs = sample.region.half().slices()
+        sample.unmarked_chroma.append((planes.u[cys, cxs].copy(), planes.v[cys, cxs].copy()))
 
 
 def _plans(matte: Matte, samples: list[Samples], frame_size: tuple[int, int]) -> list[SegmentPlan]:
@@ -253,6 +274,35 @@ def _spread(frames: range | list[int], count: int) -> list[int]:
         return items
     picks = np.linspace(0, len(items) - 1, count).round().astype(int)
     return [items[i] for i in sorted(set(picks.tolist()))]
+
+
+class _Reservoir:
+    """Every ``stride``-th frame, whole, kept by the scan within a fixed budget, so that learning finds its
+    crops without decoding the video again. Off (stride 0) where the budget would keep them too far apart."""
+
+    def __init__(self, stride: int, capacity: int) -> None:
+        self.stride, self.capacity = stride, capacity
+        self.frames: dict[int, codec.Planes] = {}
+
+    @classmethod
+    def of(cls, info: codec.VideoInfo) -> _Reservoir:
+        capacity = RESERVOIR_BYTES // (info.width * info.height * 3 // 2)
+        stride = -(-info.frames // capacity) if info.frames and capacity else 0
+        return cls(stride if 0 < stride <= RESERVOIR_STRIDE else 0, capacity)
+
+    def offer(self, index: int, planes: codec.Planes) -> None:
+        if self.stride and index % self.stride == 0 and len(self.frames) < self.capacity:
+            self.frames[index] = planes  # the decoder hands out fresh arrays per frame: no copy needed
+
+    def among(self, frames: range | list[int], count: int) -> list[int] | None:
+        """Up to ``count`` kept frames spread over ``frames``, or None if too few of them were kept (three in
+        four of what a decoding pass would take)."""
+        if not self.frames:
+            return None
+        kept = [f for f in frames if f in self.frames]
+        if len(kept) < min(count, len(frames)) * 3 // 4:
+            return None
+        return _spread(kept, count)
 
 
 class _Opening:

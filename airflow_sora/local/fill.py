@@ -43,6 +43,35 @@ class SegmentPlan:
     outer: Box | None = None  # the region with a margin of content around it, to measure the camera's motion
     points: np.ndarray | None = None  # where to track that motion, in the outer box
     main_part: np.ndarray | None = None  # the detail of the mark's largest part alone
+    full: _Shape | None = field(default=None, repr=False, compare=False)  # the mark at full strength, once
+
+    def shape(self, gains: list[float]) -> _Shape:
+        """The mark's alpha at these part strengths, and what follows from it alone. Inside a hold every part
+        is at full strength: that shape is worked out once per plan, not per frame."""
+        if all(g == 1.0 for g in gains):
+            if self.full is None:
+                self.full = _Shape.of(self.parts, gains)
+            return self.full
+        return _Shape.of(self.parts, gains)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    alpha: np.ndarray  # luma grid
+    alpha_c: np.ndarray  # chroma grid
+    strong: np.ndarray  # where content from another frame beats reverse blending
+    ring: np.ndarray  # just clear of the mark: where a reference must match the frame
+    touched: np.ndarray  # anywhere the mark adds light, luma grid
+    touched_c: np.ndarray  # chroma grid
+
+    @classmethod
+    def of(cls, parts: list[np.ndarray], gains: list[float]) -> _Shape:
+        alpha = np.minimum(np.tensordot(np.asarray(gains, np.float32), np.stack(parts), axes=1), 0.97)
+        h, w = alpha.shape
+        alpha_c = cv2.resize(alpha, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+        touched = alpha > 0.004
+        ring = ~cv2.dilate(touched.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        return cls(alpha, alpha_c, alpha > STRONG_ALPHA, ring, touched, alpha_c > 0.004)
 
 
 def plan_segment(matte: Matte, placement: Placement, start: int, end: int, frame_size: tuple[int, int],
@@ -132,21 +161,22 @@ def restore(y: np.ndarray, u: np.ndarray, v: np.ndarray, plan: SegmentPlan, gain
     stale copy is caught there. Returns how many pixels came from the references.
     """
     r = plan.region
-    alpha = np.minimum(np.tensordot(np.asarray(gains, np.float32), np.stack(plan.parts), axes=1), 0.97)
+    shape = plan.shape(gains)
+    alpha = shape.alpha
     ys, xs = r.slices()
     observed = y[ys, xs].astype(np.float32)
     core = (alpha > CORE_ALPHA) | ((observed >= plan.white - 3) & (alpha > 0.25))
-    source = _choose(observed, alpha, plan.white, [ref[0] for ref in references])
-    y[ys, xs] = _restore_plane(observed, alpha, core, plan.white, [ref[0] for ref in references], source)
+    source = _choose(observed, shape, plan.white, [ref[0] for ref in references])
+    y[ys, xs] = _restore_plane(observed, alpha, shape.touched, core, plan.white, [ref[0] for ref in references],
+                               source)
     cys, cxs = slice(r.y // 2, (r.y + r.h) // 2), slice(r.x // 2, (r.x + r.w) // 2)
     half = (r.w // 2, r.h // 2)
-    alpha_c = cv2.resize(alpha, half, interpolation=cv2.INTER_AREA)
     core_c = cv2.resize(cv2.dilate(core.astype(np.uint8), np.ones((2, 2), np.uint8)), half,
                         interpolation=cv2.INTER_NEAREST) > 0
     source_c = -cv2.dilate(-source, np.ones((2, 2), np.int16))[::2, ::2][:half[1], :half[0]]
     for plane, index in ((u, 1), (v, 2)):
-        plane[cys, cxs] = _restore_plane(plane[cys, cxs].astype(np.float32), alpha_c, core_c, 128.0,
-                                         [ref[index] for ref in references], source_c, smooth=True)
+        plane[cys, cxs] = _restore_plane(plane[cys, cxs].astype(np.float32), shape.alpha_c, shape.touched_c,
+                                         core_c, 128.0, [ref[index] for ref in references], source_c, smooth=True)
     return int(np.count_nonzero(source > 0))
 
 
@@ -157,12 +187,11 @@ def _filled(source: np.ndarray, references: list[np.ndarray]) -> np.ndarray:
     return filled
 
 
-def _choose(observed: np.ndarray, alpha: np.ndarray, white: float, references: list[np.ndarray]) -> np.ndarray:
+def _choose(observed: np.ndarray, shape: _Shape, white: float, references: list[np.ndarray]) -> np.ndarray:
     """Per pixel under the strong part of the mark, the first reference (1-based) that explains the frame
     there, else 0."""
     source = np.zeros(observed.shape, np.int16)
-    strong = alpha > STRONG_ALPHA
-    ring = ~cv2.dilate((alpha > 0.004).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    alpha, strong, ring = shape.alpha, shape.strong, shape.ring
     for number, reference in enumerate(references, start=1):
         differences = np.abs(observed[ring] - reference[ring])
         seen = differences[np.isfinite(differences)]
@@ -174,11 +203,10 @@ def _choose(observed: np.ndarray, alpha: np.ndarray, white: float, references: l
     return source
 
 
-def _restore_plane(observed: np.ndarray, alpha: np.ndarray, core: np.ndarray, white: float,
+def _restore_plane(observed: np.ndarray, alpha: np.ndarray, touched: np.ndarray, core: np.ndarray, white: float,
                    references: list[np.ndarray], source: np.ndarray, *, smooth: bool = False) -> np.ndarray:
-    """One plane: reverse blending on the translucent part, content from other frames where ``source`` says,
-    inpainting for the rest of the core."""
-    touched = alpha > 0.004
+    """One plane: reverse blending on the translucent part (``touched`` but not ``core``), content from other
+    frames where ``source`` says, inpainting for the rest of the core."""
     restored = observed.copy()
     soft = touched & ~core
     restored[soft] = (observed[soft] - white * alpha[soft]) / (1.0 - alpha[soft])

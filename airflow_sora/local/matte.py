@@ -108,6 +108,8 @@ def learn(samples: list[Samples], white: float = 235.0) -> Matte | None:
             holds = still is not None and (not around.any() or float(
                 np.mean(np.abs(crop[around].astype(np.float32) - still[around]))) < STILL_AGREES)
             backgrounds.append(_cut(still, origin, size) if holds and still is not None else None)
+    if not stacks:  # no frame showed the mark where the segments have it: steady content, not a mark
+        return None
     if len(stacks) > MAX_FIT_FRAMES:  # enough for the fit; each frame costs an inpainting per round
         keep = np.linspace(0, len(stacks) - 1, MAX_FIT_FRAMES).round().astype(int)
         stacks, backgrounds = [stacks[i] for i in keep], [backgrounds[i] for i in keep]

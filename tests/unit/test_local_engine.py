@@ -263,3 +263,26 @@ def test_inpainting_fills_a_hole_in_a_smooth_ramp():
         filled = fill(damaged, hole)
         assert float(np.abs(filled - ramp)[hole].max()) < 25
         assert np.array_equal(filled[~hole], ramp[~hole])
+
+
+# learning from the frames the scan kept ------------------------------------------------------------------
+def test_the_scan_keeps_whole_frames_for_learning_only_where_they_fall_close_enough() -> None:
+    from airflow_sora.local.codec import Planes, VideoInfo
+    from airflow_sora.local.engine import RESERVOIR_STRIDE, _Reservoir
+
+    short = _Reservoir.of(VideoInfo("a.mp4", 1280, 720, 30.0, 270, True))
+    assert 1 <= short.stride <= RESERVOIR_STRIDE
+    long = _Reservoir.of(VideoInfo("b.mp4", 1920, 1080, 30.0, 1800, True))
+    assert long.stride == 0  # a minute of 1080p: frames kept within the budget would be seconds apart
+    long.offer(0, Planes(np.zeros((4, 4), np.uint8), np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8),
+                         0, None))
+    assert long.frames == {} and long.among(range(0, 100), 16) is None
+
+    kept = _Reservoir(stride=4, capacity=1000)
+    blank = Planes(np.zeros((4, 4), np.uint8), np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8), 0, None)
+    for index in range(270):
+        kept.offer(index, blank)
+    picks = kept.among(range(60, 126), 16)
+    assert picks is not None and len(picks) == 16 and all(p % 4 == 0 and 60 <= p <= 125 for p in picks)
+    assert picks == sorted(picks)
+    assert kept.among(range(61, 64), 3) is None  # a short run between kept frames: decode those instead

@@ -1,0 +1,84 @@
+"""The threads that let decoding, the engine's work and encoding overlap: order, errors, early stops."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from airflow_sora.local.ahead import Behind, ahead
+
+
+def test_ahead_yields_everything_in_order_from_another_thread() -> None:
+    threads: set[str] = set()
+
+    def numbers() -> Iterator[int]:
+        for n in range(50):
+            threads.add(threading.current_thread().name)
+            yield n
+
+    assert list(ahead(numbers(), depth=3)) == list(range(50))
+    assert threads == {"sora-local-ahead"}
+
+
+def test_an_error_in_the_producer_reaches_the_consumer_after_what_came_before() -> None:
+    def failing() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise ValueError("decoding failed at frame 3")
+
+    got: list[int] = []
+    with pytest.raises(ValueError, match="frame 3"):
+        for item in ahead(failing()):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_a_consumer_that_stops_early_stops_and_closes_the_producer() -> None:
+    closed = threading.Event()
+    produced: list[int] = []
+
+    def endless() -> Iterator[int]:
+        try:
+            n = 0
+            while True:
+                produced.append(n)
+                yield n
+                n += 1
+        finally:
+            closed.set()
+
+    for item in ahead(endless(), depth=2):
+        if item == 5:
+            break
+    assert closed.wait(5), "the producer was left running"
+    assert len(produced) <= 5 + 1 + 2 + 1  # never more than the queue's depth ahead of the consumer
+
+
+def test_behind_consumes_everything_in_order_before_the_block_ends() -> None:
+    seen: list[int] = []
+    with Behind(seen.append, depth=2) as writer:
+        for n in range(100):
+            writer.put(n)
+    assert seen == list(range(100))
+
+
+def test_an_error_in_the_consumer_is_raised_in_the_caller() -> None:
+    def write(n: int) -> None:
+        if n == 3:
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        with Behind(write, depth=1) as writer:
+            for n in range(1000):
+                writer.put(n)
+
+
+def test_when_the_caller_fails_behind_drops_the_rest_and_the_callers_error_stands() -> None:
+    seen: list[int] = []
+    with pytest.raises(KeyError):
+        with Behind(seen.append, depth=1000) as writer:
+            writer.put(1)
+            raise KeyError("edit failed")
+    assert seen in ([], [1])
