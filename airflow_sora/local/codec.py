@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -122,10 +123,13 @@ def from_planes(planes: Planes) -> av.VideoFrame:
 
 
 def transcode(src: str, dst: str, settings: EngineSettings, edit: Callable[[int, Planes], bool],
-              *, metadata: dict[str, str] | None = None) -> int:
+              *, metadata: dict[str, str] | None = None, lookahead: int = 0,
+              peek: Callable[[int, Planes], None] | None = None) -> int:
     """Decode ``src``, let ``edit`` change each frame's planes in place (it says whether it did), encode to
     ``dst`` with the audio remuxed; returns the number of frames written. Timestamps and the audio packets pass
-    through unchanged. Decoding runs ahead of ``edit`` and encoding behind it, each on a thread of its own."""
+    through unchanged. Decoding runs ahead of ``edit`` and encoding behind it, each on a thread of its own.
+    ``peek`` sees each frame as decoded, ``lookahead`` frames before ``edit`` gets it: what comes next can
+    decide how a frame is edited."""
     try:
         with av.open(src) as inp, av.open(dst, "w", format="mp4") as out:
             vin = inp.streams.video[0]
@@ -138,20 +142,32 @@ def transcode(src: str, dst: str, settings: EngineSettings, edit: Callable[[int,
             def write(item: av.VideoFrame | av.Packet) -> None:
                 out.mux(item if isinstance(item, av.Packet) else vout.encode(item))
 
-            written = 0
+            counts = {"decoded": 0, "written": 0}
+            pending: deque[tuple[Any, Planes]] = deque()
+
+            def finish(frame: Any, planes: Planes, writer: Behind[Any]) -> None:
+                changed = edit(counts["written"], planes)  # its own arrays: editing leaves the frame as it is
+                if not changed:
+                    frame.pict_type = av.video.frame.PictureType.NONE  # let the encoder choose
+                writer.put(from_planes(planes) if changed else frame)
+                counts["written"] += 1
+
             with Behind(write) as writer:
                 for frame, planes in ahead(_demuxed(inp, vin, ain)):
                     if planes is None:  # an audio packet: remuxed as it is
                         frame.stream = aout
                         writer.put(frame)
                         continue
-                    changed = edit(written, planes)  # its own arrays: editing them leaves the frame as it is
-                    if not changed:
-                        frame.pict_type = av.video.frame.PictureType.NONE  # let the encoder choose
-                    writer.put(from_planes(planes) if changed else frame)
-                    written += 1
+                    if peek is not None:
+                        peek(counts["decoded"], planes)
+                    counts["decoded"] += 1
+                    pending.append((frame, planes))
+                    if len(pending) > lookahead:
+                        finish(*pending.popleft(), writer)
+                while pending:
+                    finish(*pending.popleft(), writer)
             out.mux(vout.encode(None))
-            return written
+            return counts["written"]
     except av.FFmpegError as exc:
         raise NotAVideoError(f"{src}: decoding or encoding failed ({_reason(exc)}); "
                              "the file may be truncated") from exc

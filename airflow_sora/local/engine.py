@@ -33,6 +33,7 @@ from airflow_sora.local.settings import EngineSettings
 ENGINE = f"airflow-provider-sora local engine {__version__}"
 Progress = Callable[[str, int, int], None]
 EDGE = 2 * WINDOW + 4  # frames around a coarse segment's ends where the mark may still be, or fading
+FADE_LOOKAHEAD = 8  # the mark's text fades over at most this many frames before it jumps
 LEARN_PAD = 12  # pixels around a coarse box kept for learning
 MARKED_PER_SEGMENT = 16
 UNMARKED_PER_SEGMENT = 12
@@ -164,6 +165,7 @@ def _render(source: str, target: str, settings: EngineSettings, matte: Matte, pl
             hindsight: dict[int, tuple[SegmentPlan, list[Reference]]], report: CleanReport, tick: _Ticker) -> None:
     support = matte.support()
     follower = Follower()
+    leaving = _Leaving(plans)
     previous: list[tuple[codec.Planes, SegmentPlan | None]] = []  # the frame before (restored), its plan
 
     def edit(index: int, planes: codec.Planes) -> bool:
@@ -175,7 +177,7 @@ def _render(source: str, target: str, settings: EngineSettings, matte: Matte, pl
             before, before_plan = previous[0]
             return later + follower.references(before, planes, plan, fresh=before_plan is not plan)
 
-        plan = _clean(index, planes, plans, references, previous[0][1] if previous else None)
+        plan = _clean(index, planes, plans, references, previous[0][1] if previous else None, leaving)
         if plan is not None:
             report.positions[index] = _corner(plan, support)
             report.marked_frames += 1
@@ -183,16 +185,45 @@ def _render(source: str, target: str, settings: EngineSettings, matte: Matte, pl
         tick("render", index + 1)
         return plan is not None
 
-    written = codec.transcode(source, target, settings, edit)
+    written = codec.transcode(source, target, settings, edit, lookahead=FADE_LOOKAHEAD, peek=leaving.peek)
     report.frames = written
 
 
+class _Leaving:
+    """Whether the mark leaves a place within the next few frames: its text fades only then, so only then are
+    the parts' strengths measured (over fine texture that measure errs, and a mark held at full strength
+    needs none). Fed each frame ``FADE_LOOKAHEAD`` frames before it is cleaned, near the ends of the holds."""
+
+    def __init__(self, plans: list[SegmentPlan]) -> None:
+        self.plans = plans
+        self.scores: dict[int, dict[int, float]] = {}  # frame -> id(plan) -> presence
+
+    def peek(self, index: int, planes: codec.Planes) -> None:
+        self.scores.pop(index - FADE_LOOKAHEAD - 2, None)
+        near = [p for p in self.plans if p.end - EDGE <= index <= p.end + EDGE + FADE_LOOKAHEAD]
+        if near:
+            self.scores[index] = {id(p): presence(planes.y, p) for p in near}
+
+    def score(self, index: int, plan: SegmentPlan) -> float | None:
+        return self.scores.get(index, {}).get(id(plan))
+
+    def __call__(self, index: int, plan: SegmentPlan) -> bool:
+        ahead = (self.score(j, plan) for j in range(index + 1, index + FADE_LOOKAHEAD + 1))
+        return any(score is not None and score < PRESENT_SCORE for score in ahead)
+
+
+def _before_end(index: int, plan: SegmentPlan) -> bool:
+    """Without a look ahead: near the end of the segment the scan saw."""
+    return index > plan.end - EDGE
+
+
 def _clean(index: int, planes: codec.Planes, plans: list[SegmentPlan],
-           references: Callable[[SegmentPlan], list[Reference]], before: SegmentPlan | None = None
-           ) -> SegmentPlan | None:
+           references: Callable[[SegmentPlan], list[Reference]], before: SegmentPlan | None = None,
+           fading: Callable[[int, SegmentPlan], bool] = _before_end) -> SegmentPlan | None:
     """Find the mark in one frame (the plan of the segment it belongs to) and remove it; None if absent.
     References come best first after the still background (see ``follow``). ``before`` is the plan the frame
-    before was cleaned with: well inside its segment the mark holds still, so it is not looked for again."""
+    before was cleaned with: well inside its segment the mark holds still, so it is not looked for again.
+    ``fading`` says whether the mark may be fading out at this frame (then each part's strength is measured)."""
     if before is not None and before.start + EDGE <= index <= before.end - EDGE:
         plan = before
     else:
@@ -201,9 +232,8 @@ def _clean(index: int, planes: codec.Planes, plans: list[SegmentPlan],
         if present is None:
             return None
         plan = present
-    near_edge = index < plan.start + EDGE or index > plan.end - EDGE
     ys, xs = plan.region.slices()
-    gains = fade_gains(planes.y[ys, xs], plan) if near_edge else [1.0] * len(plan.parts)
+    gains = fade_gains(planes.y[ys, xs], plan) if fading(index, plan) else [1.0] * len(plan.parts)
     if max(gains) <= 0:
         return None
     found = ([plan.still] if plan.still is not None else []) + references(plan)
@@ -337,13 +367,19 @@ class _Opening:
                         outer=opening.outer.moved(-self.region.x, -self.region.y))
         seen: dict[int, tuple[SegmentPlan, list[Reference]]] = {}
         follower = Follower()
+        shown = [i for i, crop in enumerate(self.crops) if presence(crop.y, local) >= PRESENT_SCORE]
+        leaves = shown[-1] if shown else -1  # the opening's last frame with the mark: it fades just before
+
+        def fading(index: int, _plan: SegmentPlan) -> bool:
+            return leaves - FADE_LOOKAHEAD < index <= leaves
+
         later: tuple[codec.Planes, bool] | None = None  # the frame after (restored), and whether it had the mark
         for index in reversed(range(len(self.crops))):
             now = self.crops[index]
             found = follower.references(later[0], now, local, fresh=not later[1]) if later is not None else []
             if found and index <= opening.end + EDGE:
                 seen[index] = (opening, [_compact(reference) for reference in found])
-            marked = _clean(index, now, [local], _given(found)) is not None
+            marked = _clean(index, now, [local], _given(found), fading=fading) is not None
             later = (now, marked)
         self.crops.clear()
         return seen

@@ -23,6 +23,7 @@ STRONG_ALPHA = 0.02  # above this, content from another frame beats reverse blen
 EXPLAINED = 10.0  # a reference explains a pixel when it predicts the observed level this closely
 EXPLAINED_LOOSE = 25.0  # ... or this closely, when it matches the frame all around the mark
 RING_AGREES = 5.0  # mean difference on the ring around the mark for a reference to match the frame there
+MAIN_PART = 0.2  # a part with at least this share of the mark's alpha is looked for alone
 PRESENT_SCORE = 0.2  # the frame's detail correlates at least this well with the mark's (clean frames score near 0)
 
 
@@ -42,7 +43,7 @@ class SegmentPlan:
     rings: list[np.ndarray] = field(default_factory=list)  # pixels just around each part, for the headroom
     outer: Box | None = None  # the region with a margin of content around it, to measure the camera's motion
     points: np.ndarray | None = None  # where to track that motion, in the outer box
-    main_part: np.ndarray | None = None  # the detail of the mark's largest part alone
+    main_parts: list[np.ndarray] = field(default_factory=list)  # the detail of each large part alone
     full: _Shape | None = field(default=None, repr=False, compare=False)  # the mark at full strength, once
 
     def shape(self, gains: list[float]) -> _Shape:
@@ -100,7 +101,7 @@ def plan_segment(matte: Matte, placement: Placement, start: int, end: int, frame
     outer = borrow.around(region, width, height)
     return SegmentPlan(start, end, placement, region, parts, template, _still_in(still, region), matte.white,
                        [detail(p, 2.0) for p in parts], rings, outer, borrow.tracking_points(region, outer, alpha),
-                       high_pass(max(parts, key=lambda p: float(p.sum())) * matte.white, 2.0))
+                       [high_pass(p * matte.white, 2.0) for p in parts if p.sum() >= MAIN_PART * alpha.sum()])
 
 
 def _still_in(still: tuple[np.ndarray, np.ndarray, np.ndarray, Box] | None, region: Box
@@ -118,14 +119,15 @@ def _still_in(still: tuple[np.ndarray, np.ndarray, np.ndarray, Box] | None, regi
 
 def presence(luma: np.ndarray, plan: SegmentPlan) -> float:
     """How well the frame's detail at the placement (within a pixel either way) matches the mark's, or that of
-    its largest part alone: before a jump the text fades while the icon stays."""
+    one of its large parts alone: before a jump the text fades while the icon stays (which part is the icon,
+    nothing here knows)."""
     r = plan.region
     y0, x0 = max(0, r.y - 1), max(0, r.x - 1)
     around = high_pass(luma[y0:r.y + r.h + 1, x0:r.x + r.w + 1], 2.0)
     whole = match(around, plan.template)
     score = whole[2] if whole is not None else 0.0
-    if score < PRESENT_SCORE and plan.main_part is not None:  # faded text: the icon alone may still be there
-        part = match(around, plan.main_part)
+    for part_template in plan.main_parts if score < PRESENT_SCORE else ():  # faded text: the icon may stay
+        part = match(around, part_template)
         score = max(score, part[2] if part is not None else 0.0)
     return score
 

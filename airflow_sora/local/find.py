@@ -19,6 +19,7 @@ SCAN_WIDTH = 320  # the scan works on a copy about this wide
 PERSIST = 3  # windows in a row a blob must hold still to count (moving content does not)
 BAND_ROWS = 16  # rows of the scan's maps processed at once when the windows are compared
 MIN_SEGMENT_WINDOWS = 3  # a segment shorter than this (~0.8 s at 30 fps) is not the mark
+MAX_GAP_WINDOWS = 1  # a hold seen again after this many windows without it, at the same place, is one hold
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ class Scanner:
             band = slice(top, top + BAND_ROWS)
             evidence[:, band] = _steady_evidence(stack[:, band].astype(np.float32))
         blobs = [strongest_cluster(e.astype(np.float32)) for e in evidence]
-        return self._group(blobs)
+        return _joined(self._group(blobs))
 
     def _group(self, blobs: list[tuple[Box, float] | None]) -> list[CoarseSegment]:
         segments: list[CoarseSegment] = []
@@ -146,13 +147,32 @@ class Scanner:
 
         for index, blob in enumerate(blobs):
             if blob is None:
-                close_run()
+                if run and index - run[-1][0] > MAX_GAP_WINDOWS:
+                    close_run()
                 continue
-            if run and blob[0].iou(run[-1][1]) < 0.3:
+            if run and (blob[0].iou(run[-1][1]) < 0.3 or index - run[-1][0] > MAX_GAP_WINDOWS + 1):
                 close_run()
             run.append((index, blob[0], blob[1]))
         close_run()
         return segments
+
+
+def _joined(segments: list[CoarseSegment]) -> list[CoarseSegment]:
+    """Consecutive segments at one place with a short gap between them are one hold: a window or two where
+    the scene hid the mark's detail (or something brighter stood out elsewhere) does not end it."""
+    joined: list[CoarseSegment] = []
+    for segment in segments:
+        last = joined[-1] if joined else None
+        if (last is not None and segment.box.iou(last.box) >= 0.5
+                and segment.start - last.end <= (MAX_GAP_WINDOWS + 1) * WINDOW):
+            x0, y0 = min(last.box.x, segment.box.x), min(last.box.y, segment.box.y)
+            x1 = max(last.box.x + last.box.w, segment.box.x + segment.box.w)
+            y1 = max(last.box.y + last.box.h, segment.box.y + segment.box.h)
+            joined[-1] = CoarseSegment(last.start, segment.end, Box(x0, y0, x1 - x0, y1 - y0),
+                                       max(last.strength, segment.strength))
+        else:
+            joined.append(segment)
+    return joined
 
 
 def _steady_evidence(stack: np.ndarray) -> np.ndarray:

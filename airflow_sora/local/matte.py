@@ -22,6 +22,7 @@ MATCH_SIGMA = 2.0
 MIN_ALIGN_SCORE = 0.45  # a segment whose detail matches the reference worse is not this mark
 ALPHA_MAX = 0.97
 MAX_FIT_FRAMES = 32
+STROKE = 0.4  # of the peak alpha: the visible strokes, which make the parts (faint noise between them does not)
 FRAME_SHOWS = 0.5  # a frame's detail must match the mark's this well to be learned from
 REFERENCE_CANDIDATES = 6
 MIN_EXACT_FRAMES = 8  # frames with the content known exactly: then guessed frames count half
@@ -244,7 +245,7 @@ def _parts(alpha: np.ndarray) -> np.ndarray:
     Pieces are the clearly visible strokes, joined along a line of text; the faint halo around them takes the
     label of the stroke it surrounds (a halo would otherwise bridge pieces that fade apart).
     """
-    strokes = (alpha > 0.15).astype(np.uint8)
+    strokes = (alpha > STROKE * float(alpha.max())).astype(np.uint8)
     joined = cv2.dilate(strokes, cv2.getStructuringElement(cv2.MORPH_RECT, (7, 3)))
     _, labels = cv2.connectedComponents(joined, connectivity=8)
     labels = labels.astype(np.float32)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from airflow_sora.local import borrow, inpaint
-from airflow_sora.local.fill import SegmentPlan, fade_gains, plan_segment, presence, restore
+from airflow_sora.local.fill import PRESENT_SCORE, SegmentPlan, fade_gains, plan_segment, presence, restore
 from airflow_sora.local.find import Box, CoarseSegment, Scanner, high_pass, match
 from airflow_sora.local.matte import Matte, Placement, Samples, learn
 
@@ -95,6 +95,17 @@ def test_the_scan_finds_each_hold_of_the_mark_where_and_when_it_was():
 
 def test_the_scan_finds_nothing_in_moving_content_without_a_mark():
     assert scan(marked_sequence(3 * HOLD, marked=False)) == []
+
+
+def test_a_hold_the_scan_lost_for_a_window_is_one_segment():
+    from airflow_sora.local.find import _joined
+
+    here, there = Box(20, 14, 80, 40), Box(200, 110, 80, 40)
+    split = [CoarseSegment(0, 23, here, 1.0), CoarseSegment(32, 55, here, 2.0), CoarseSegment(64, 119, there, 1.0)]
+    joined = _joined(split)
+    assert [(s.start, s.end) for s in joined] == [(0, 55), (64, 119)]
+    far = [CoarseSegment(0, 23, here, 1.0), CoarseSegment(64, 90, here, 1.0)]  # a later return, not a gap
+    assert len(_joined(far)) == 2
 
 
 def test_match_places_a_template_to_a_tenth_of_a_pixel():
@@ -240,6 +251,49 @@ def test_fade_gains_follow_each_part_of_the_mark():
     gains = fade_gains(planes(faded)[0][r.slices()], plan)
     assert gains[0] == pytest.approx(1.0, abs=0.15)
     assert gains[1] == pytest.approx(0.5, abs=0.15)
+
+
+def test_the_mark_is_still_found_when_its_largest_part_has_faded_and_a_smaller_one_stays():
+    icon, word = drawn_mark()
+    word = word * 2.0  # the word outweighs the icon here, as a long name does
+    content = texture(180, 320, seed=8)
+    plan = true_plan(icon + word, 40, 30)
+    icon_only = planes(composite(content, icon, 40, 30))[0]
+    assert presence(icon_only, plan) >= PRESENT_SCORE
+    assert presence(planes(content)[0], plan) < PRESENT_SCORE
+
+
+def test_the_parts_of_a_noisy_matte_stay_apart_and_specks_do_not_make_parts():
+    from airflow_sora.local.matte import _parts
+
+    icon, word = drawn_mark()
+    word = np.roll(word, 4, axis=1)  # a word-space between icon and word, as the mark has
+    alpha = icon + word
+    rng = np.random.default_rng(9)
+    noisy = np.clip(alpha + rng.uniform(0, 0.2, alpha.shape).astype(np.float32)
+                    * (rng.uniform(0, 1, alpha.shape) > 0.9), 0, 1)  # faint specks, some bridging the gap
+    labels = _parts(noisy)
+    icon_labels = set(np.unique(labels[icon > 0.5])) - {0}
+    word_labels = set(np.unique(labels[word > 0.5])) - {0}
+    assert len(icon_labels) == 1 and icon_labels.isdisjoint(word_labels)
+    assert len(set(np.unique(labels)) - {0}) <= 3  # icon and the word's two lines: no part made of specks
+
+
+def test_the_parts_strengths_are_measured_only_when_the_mark_is_about_to_leave():
+    from airflow_sora.local.codec import Planes
+    from airflow_sora.local.engine import FADE_LOOKAHEAD, _Leaving
+
+    icon, word = drawn_mark()
+    content = texture(180, 320, seed=10)
+    plan = true_plan(icon + word, 40, 30)  # a hold of frames 0..40
+    leaving = _Leaving([plan])
+    gone = 44
+    for index in range(60):
+        luma = planes(composite(content, icon + word, 40, 30) if index < gone else content)[0]
+        leaving.peek(index, Planes(luma, luma[::2, ::2], luma[::2, ::2], index, None))
+        edited = index - FADE_LOOKAHEAD
+        if edited >= 0:
+            assert leaving(edited, plan) == (edited >= gone - FADE_LOOKAHEAD), edited
 
 
 # content from other frames ---------------------------------------------------------------------------------
