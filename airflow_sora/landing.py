@@ -141,13 +141,11 @@ class ResultLander:
             if listed and (video not in listing.sizes or sidecar_name not in listing.sizes):
                 return None
             raw = read_bytes_or_none(self.output / sidecar_name)
-            if raw is None:
+            sidecar = Sidecar.parse(raw) if raw is not None else None
+            if sidecar is None or sidecar.post_id != post_id:
                 return None
             size = listing.sizes[video] if listed else size_or_none(self.output / video)
-            sidecar = Sidecar.parse(raw) if size is not None else None
-            if sidecar is not None and sidecar.post_id == post_id and sidecar.size == size:
-                return sidecar
-            return None
+            return sidecar if sidecar.size == size else None
 
         found = in_parallel(look_up, wanted, concurrency)
         return {post_id: sidecar for post_id, sidecar in zip(wanted, found, strict=True) if sidecar is not None}
