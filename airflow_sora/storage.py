@@ -404,11 +404,13 @@ def _list_sizes(folder: ObjectStoragePath) -> dict[str, int]:
 
 
 def listing_budget(names: int, *, at_least: int = 0) -> int:
-    """Listing pages worth spending to learn about ``names`` objects before looking them up one by one: a
-    page answers for up to a thousand objects, a lookup for one, and a folder's size is unknown until it is
-    listed. About ``names / 1000`` pages keeps the cost at the smaller of the two (plus a page at most)
-    whatever the folder holds: a run larger than its folder lists it, a small run into a large folder looks
-    its own objects up."""
+    """Listing pages worth spending to learn about ``names`` objects before looking them up one by one.
+
+    A folder's size is unknown until it is listed. A page answers for up to a thousand objects but comes one
+    after the other (about as long as dozens of lookups made eight at a time); a lookup answers for one.
+    ``names / 1000`` pages cost little next to the lookups they may replace: a run larger than its folder
+    lists it whole, a small run into a large folder looks its own objects up, after at most that many pages,
+    whose names count as answered. Flat in the folder's size either way."""
     return max(at_least, names // LIST_PAGE)
 
 
@@ -450,16 +452,12 @@ def size_or_none(path: ObjectStoragePath) -> int | None:
     """The object's size, None if there is none; a look that failed raises. S3: one HEAD, from any thread."""
     if (s3 := s3_api_for(path)) is not None:
         bucket, key = bucket_and_key(path)
-
-        def head() -> int | None:
-            try:
-                return int(s3("head_object", Bucket=bucket, Key=key)["ContentLength"])
-            except Exception as error:  # botocore's ClientError, without importing botocore here
-                if _s3_error_code(error) in ("NoSuchKey", "404", "NotFound"):
-                    return None
-                raise
-
-        return head()
+        try:
+            return int(s3("head_object", Bucket=bucket, Key=key)["ContentLength"])
+        except Exception as error:  # botocore's ClientError, without importing botocore here
+            if _s3_error_code(error) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
 
     def info() -> int | None:
         try:
