@@ -33,7 +33,17 @@ from airflow_sora.services.urls import is_post_id
 from airflow_sora.sidecar import SIDECAR_SCHEMA as SIDECAR_SCHEMA
 from airflow_sora.sidecar import Sidecar, SourceFile
 from airflow_sora.state import STATE_DIR, utcnow
-from airflow_sora.storage import delete_if_present, list_sizes, publish, read_listed, write_atomic
+from airflow_sora.storage import (
+    delete_if_present,
+    in_parallel,
+    list_sizes,
+    list_sizes_within,
+    listing_budget,
+    publish,
+    read_bytes_or_none,
+    size_or_none,
+    write_atomic,
+)
 
 CHUNK_SIZE = 1 << 20
 MAX_REDIRECTS = 5
@@ -114,18 +124,31 @@ class ResultLander:
         return list_sizes(self.output)
 
     def landed_copies(self, post_ids: Iterable[str], *, concurrency: int = 8) -> dict[str, Sidecar]:
-        """The sidecar of every video among ``post_ids`` already landed here, by post id: one listing, then only
-        the sidecars of videos whose two files are both there. A sidecar counts only if it names the same post
-        and the size of the file beside it."""
-        sizes = self.listing()
-        wanted = [f"{p}.json" for p in post_ids if f"{p}.mp4" in sizes]
-        copies: dict[str, Sidecar] = {}
-        for name, raw in read_listed(self.output, wanted, listing=sizes, concurrency=concurrency).items():
-            post_id = name.removesuffix(".json")
-            sidecar = Sidecar.parse(raw)
-            if sidecar is not None and sidecar.post_id == post_id and sidecar.size == sizes[f"{post_id}.mp4"]:
-                copies[post_id] = sidecar
-        return copies
+        """The sidecar of every video among ``post_ids`` already landed here, by post id. A sidecar counts only
+        if it names the same post and the size of the video beside it.
+
+        The cost follows the videos asked about, not the folder's history: a listing of at most
+        ``listing_budget`` pages (none for fewer than a thousand videos), then, ``concurrency`` at a time, the
+        sidecars the listing showed beside their video, and for the videos it did not reach a GET of the
+        sidecar (a new video costs that one request) and, where there is one, a HEAD of the video.
+        """
+        wanted = list(dict.fromkeys(post_ids))
+        listing = list_sizes_within(self.output, pages=listing_budget(len(wanted)))
+
+        def look_up(post_id: str) -> Sidecar | None:
+            video, sidecar_name = f"{post_id}.mp4", f"{post_id}.json"
+            listed = listing.answers(video)
+            if listed and (video not in listing.sizes or sidecar_name not in listing.sizes):
+                return None
+            raw = read_bytes_or_none(self.output / sidecar_name)
+            sidecar = Sidecar.parse(raw) if raw is not None else None
+            if sidecar is None or sidecar.post_id != post_id:
+                return None
+            size = listing.sizes[video] if listed else size_or_none(self.output / video)
+            return sidecar if sidecar.size == size else None
+
+        found = in_parallel(look_up, wanted, concurrency)
+        return {post_id: sidecar for post_id, sidecar in zip(wanted, found, strict=True) if sidecar is not None}
 
     def landed_fields(self, post_id: str, sidecar: Sidecar) -> dict[str, Any]:
         """What the manifest says of a video found landed (by this run or another)."""

@@ -96,7 +96,8 @@ class VideoStateStore:
 
     def load_all(self, videos: Iterable[VideoRef]) -> dict[str, VideoRecord | StateRecordError | None]:
         """Every video's record by post id: one listing, then reads of only the records that exist, a few at a
-        time. A fresh run costs one request however many videos it has."""
+        time. A fresh run costs one request however many videos it has; the folder holds this run's records
+        only, so the listing grows with the run, never with the output folder's history."""
         names = {video.post_id: (video, f"{video.post_id}.json", _legacy_name(video.url)) for video in videos}
         raws = read_listed(self.root, [n for _, current, legacy in names.values() for n in (current, legacy)])
         loaded: dict[str, VideoRecord | StateRecordError | None] = {}

@@ -16,9 +16,10 @@ import functools
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import IO, Any, Protocol
+from dataclasses import dataclass
+from typing import IO, Any, Protocol, TypeVar
 
 from airflow.sdk import ObjectStoragePath
 
@@ -29,6 +30,8 @@ from airflow_sora.storeretry import error_code, is_transient, retrying, unavaila
 log = logging.getLogger(__name__)
 
 LOCAL_PROTOCOLS = {"file", "local", ""}
+#: Objects per listing request (S3's maximum page).
+LIST_PAGE = 1000
 #: Multipart part size for remote stores: bounds the memory a landing holds, whatever the file size.
 PART_SIZE = DEFAULT_PART_SIZE
 
@@ -337,24 +340,55 @@ def read_bytes_or_none(path: ObjectStoragePath) -> bytes | None:
 def list_sizes(folder: ObjectStoragePath) -> dict[str, int]:
     """Name -> size of every object directly in ``folder`` (empty if there is none): one listing call per
     thousand objects, instead of one request per object a batch asks about. A listing that failed raises."""
+    return list_sizes_within(folder, pages=None).sizes
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a listing saw: sizes by name, and which names it answers for (all of them once it is complete;
+    a listing stopped early answers for the names up to the last one it reached, as S3 lists in key order)."""
+
+    sizes: dict[str, int]
+    complete: bool
+    through: str | None = None
+
+    def answers(self, name: str) -> bool:
+        return self.complete or (self.through is not None and name <= self.through)
+
+
+def list_sizes_within(folder: ObjectStoragePath, *, pages: int | None) -> Listing:
+    """The folder's listing, stopped after ``pages`` listing requests (None: no limit), so a caller asking
+    about a few names never pays for a folder's whole history. Local folders are always listed whole (no
+    request is paid); other remote stores list whole or, with ``pages=0``, not at all."""
+    if pages == 0 and not is_local(folder):
+        return Listing({}, complete=False)
     if s3_api_for(folder) is not None:
-        return _list_sizes(folder)
-    return retrying(lambda: _list_sizes(folder), store=store_name(folder), operation="listing the folder")
+        return _list_s3(folder, pages)
+    return Listing(retrying(lambda: _list_sizes(folder), store=store_name(folder), operation="listing the folder"),
+                   complete=True)
+
+
+def _list_s3(folder: ObjectStoragePath, pages: int | None) -> Listing:
+    s3 = s3_api_for(folder)
+    assert s3 is not None
+    bucket, key = bucket_and_key(folder)
+    prefix = key.rstrip("/") + "/" if key else ""
+    sizes: dict[str, int] = {}
+    token: dict[str, str] = {}
+    listed = 0
+    while True:
+        page = s3("list_objects_v2", Bucket=bucket, Prefix=prefix, Delimiter="/", MaxKeys=LIST_PAGE, **token)
+        listed += 1
+        for item in page.get("Contents", []):
+            sizes[item["Key"][len(prefix):]] = int(item["Size"])
+        if not page.get("IsTruncated"):
+            return Listing(sizes, complete=True)
+        if pages is not None and listed >= pages:  # the objects come in key order: what is past is answered
+            return Listing(sizes, complete=False, through=max(sizes) if sizes else None)
+        token = {"ContinuationToken": page["NextContinuationToken"]}
 
 
 def _list_sizes(folder: ObjectStoragePath) -> dict[str, int]:
-    if (s3 := s3_api_for(folder)) is not None:
-        bucket, key = bucket_and_key(folder)
-        prefix = key.rstrip("/") + "/" if key else ""
-        sizes: dict[str, int] = {}
-        token: dict[str, str] = {}
-        while True:
-            page = s3("list_objects_v2", Bucket=bucket, Prefix=prefix, Delimiter="/", **token)
-            for item in page.get("Contents", []):
-                sizes[item["Key"][len(prefix):]] = int(item["Size"])
-            if not page.get("IsTruncated"):
-                return sizes
-            token = {"ContinuationToken": page["NextContinuationToken"]}
     if is_local(folder):
         try:
             with os.scandir(fs_path(folder)) as entries:
@@ -369,22 +403,62 @@ def _list_sizes(folder: ObjectStoragePath) -> dict[str, int]:
             for i in listing if i.get("type") != "directory"}
 
 
-def read_listed(folder: ObjectStoragePath, names: Iterable[str], *, listing: dict[str, int] | None = None,
+def listing_budget(names: int, *, at_least: int = 0) -> int:
+    """Listing pages worth spending to learn about ``names`` objects before looking them up one by one.
+
+    A folder's size is unknown until it is listed. A page answers for up to a thousand objects but comes one
+    after the other (about as long as dozens of lookups made eight at a time); a lookup answers for one.
+    ``names / 1000`` pages cost little next to the lookups they may replace: a run larger than its folder
+    lists it whole, a small run into a large folder looks its own objects up, after at most that many pages,
+    whose names count as answered. Flat in the folder's size either way."""
+    return max(at_least, names // LIST_PAGE)
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def in_parallel(work: Callable[[_T], _R], items: list[_T], concurrency: int) -> list[_R]:
+    """``work`` over ``items``, ``concurrency`` at a time, results in order."""
+    if not items:
+        return []
+    with ThreadPoolExecutor(max(1, min(concurrency, len(items))), thread_name_prefix="sora-read") as pool:
+        return list(pool.map(work, items))
+
+
+def read_present(folder: ObjectStoragePath, names: Iterable[str], *, pages: int, concurrency: int = 8
+                 ) -> dict[str, bytes]:
+    """The objects among ``names`` that are in ``folder``, by name: a listing of at most ``pages`` requests,
+    then reads of the names it showed present and of those it did not reach (one GET each, absent or not),
+    ``concurrency`` at a time. The cost follows the names asked about, not the folder's size."""
+    listing = list_sizes_within(folder, pages=pages)
+    return read_listed(folder, names, listing=listing, concurrency=concurrency)
+
+
+def read_listed(folder: ObjectStoragePath, names: Iterable[str], *, listing: dict[str, int] | Listing | None = None,
                 concurrency: int = 8) -> dict[str, bytes]:
     """The objects among ``names`` that are in ``folder``, by name: one listing (unless the caller has one),
     then reads of only the objects present, ``concurrency`` at a time. Asking about a thousand names in a
-    fresh folder costs one request."""
-    sizes = list_sizes(folder) if listing is None else listing
-    present = [name for name in dict.fromkeys(names) if name in sizes]
-    if not present:
-        return {}
-    with ThreadPoolExecutor(max(1, min(concurrency, len(present))), thread_name_prefix="sora-read") as pool:
-        raws = list(pool.map(lambda name: read_bytes_or_none(folder / name), present))
-    return {name: raw for name, raw in zip(present, raws, strict=True) if raw is not None}
+    fresh folder costs one request. Names a partial ``Listing`` did not reach are read to find out."""
+    seen = list_sizes_within(folder, pages=None) if listing is None else listing
+    if not isinstance(seen, Listing):
+        seen = Listing(seen, complete=True)
+    wanted = [name for name in dict.fromkeys(names) if name in seen.sizes or not seen.answers(name)]
+    raws = in_parallel(lambda name: read_bytes_or_none(folder / name), wanted, concurrency)
+    return {name: raw for name, raw in zip(wanted, raws, strict=True) if raw is not None}
 
 
 def size_or_none(path: ObjectStoragePath) -> int | None:
-    """The object's size, None if there is none; a look that failed raises."""
+    """The object's size, None if there is none; a look that failed raises. S3: one HEAD, from any thread."""
+    if (s3 := s3_api_for(path)) is not None:
+        bucket, key = bucket_and_key(path)
+        try:
+            return int(s3("head_object", Bucket=bucket, Key=key)["ContentLength"])
+        except Exception as error:  # botocore's ClientError, without importing botocore here
+            if _s3_error_code(error) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+
     def info() -> int | None:
         try:
             found: dict[str, Any] = path.fs.info(fs_path(path))

@@ -2,10 +2,10 @@
 
 A daily DAG whose list holds a video the service fails (a draft, a removed post) would otherwise pay for it
 every day. When the service fails a paid attempt or refuses a URL as invalid, the verdict is written to
-``<output>/_state/_verdicts/<post_id>.json``; later runs into the same folder read it (one listing, then only
-the verdicts that exist) and ``lifecycle.decide`` holds the video back: a failure for ``retry_failed_after``,
-a rejection until asked. A failure the service refunded (SaveSora 5002) leaves no verdict: trying it again
-costs nothing unless it succeeds.
+``<output>/_state/_verdicts/<post_id>.json``; later runs into the same folder read it (a listing page, which
+holds every verdict of most folders, then only the verdicts that exist; past a page, a lookup per video) and
+``lifecycle.decide`` holds the video back: a failure for ``retry_failed_after``, a rejection until asked.
+A failure the service refunded (SaveSora 5002) leaves no verdict: trying it again costs nothing unless it succeeds.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from airflow_sora.lifecycle import PastVerdict
 from airflow_sora.state import STATE_DIR, utcnow
-from airflow_sora.storage import delete_if_present, read_listed, write_atomic
+from airflow_sora.storage import delete_if_present, listing_budget, read_present, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,11 @@ class VerdictBook:
         self.root = output / STATE_DIR / VERDICTS_DIR
 
     def load(self, post_ids: Iterable[str]) -> dict[str, Verdict]:
-        raws = read_listed(self.root, [f"{p}.json" for p in post_ids])
+        """The verdicts on ``post_ids``. Only failures leave one, so the folder is small: a page of listing
+        first (one request answers a whole run), then lookups of the videos it did not reach, whatever the
+        folder has gathered over the years."""
+        names = [f"{p}.json" for p in dict.fromkeys(post_ids)]
+        raws = read_present(self.root, names, pages=listing_budget(len(names), at_least=1))
         verdicts: dict[str, Verdict] = {}
         for name, raw in raws.items():
             post_id = name.removesuffix(".json")

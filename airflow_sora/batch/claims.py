@@ -98,7 +98,7 @@ class Claims:
             return False  # the holder is still at it
         if current is not None and current.get("landed") and self._skipped_if_landed(
                 entry, self.lander.landed_copies([post_id])):
-            return True  # it landed between our listing and this read
+            return True  # it landed between our look at the folder and this read
         verdict = self.verdicts.load([post_id]).get(post_id)
         if verdict is not None:
             self.ledger.settle(post_id, Settled.FAILED,

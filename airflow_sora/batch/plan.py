@@ -1,8 +1,10 @@
 """Part one of a try: find out what each video needs, spending nothing.
 
-Reads the run's state records (one listing, then only the records that exist) and the output folder (one
-listing, then only the sidecars a decision depends on, a few at a time), and asks ``lifecycle.decide`` what
-to do with each video. Videos that need nothing more are settled here; the rest go to submit, wait or land.
+Reads the run's state records (its own folder: one listing, then only the records that exist), the landed
+copies in the output folder (a lookup of each video's sidecar, a few at a time; a listing only where the run
+is large enough to outweigh it) and the verdicts (a page of listing, then lookups), and asks
+``lifecycle.decide`` what to do with each video: the cost follows the run, not the folder's history. Videos
+that need nothing more are settled here; the rest go to submit, wait or land.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Planner:
                 entry.record = found
         open_entries = [e for e in entries if e.outcome is None]
         landed = self._landed_copies(open_entries)
-        if self.verdicts is not None:  # one listing; only videos with nothing paid in this run can be held back
+        if self.verdicts is not None:  # only videos with nothing paid in this run can be held back
             unpaid = [e.video.post_id for e in open_entries if e.phase in (None, Phase.NOT_CREATED)]
             self._verdicts = self.verdicts.load(unpaid) if unpaid else {}
         to_submit: list[str] = []

@@ -63,8 +63,8 @@ class FileLander:
         return self.output / STATE_DIR / "_leases" / f"{name}.json"
 
     def landed(self, names: Iterable[str]) -> dict[str, Sidecar]:
-        """The sidecar of every name already landed here (video and a sidecar naming it, sizes agreeing): one
-        listing, then reads of only the sidecars present."""
+        """The sidecar of every name already landed here (video and a sidecar naming it, sizes agreeing), at a
+        cost that follows the names asked about (``ResultLander.landed_copies``)."""
         return self._results.landed_copies(names)
 
     def land(self, name: str, cleaned: Path, *, c2pa: Path | None, sidecar: Callable[[LandedObject, str | None],

@@ -252,7 +252,7 @@ def test_a_store_that_stays_down_fails_reads_never_answers_absent(s3_server: str
     store = VideoStateStore(output, RunScope("d", "t", "r"), service="kie")
     checks = [
         ("list_objects_v2", lambda: store.load_all(videos)),
-        ("list_objects_v2", lambda: ResultLander(output).landed_copies([POST])),
+        ("get_object", lambda: ResultLander(output).landed_copies([POST])),  # a lookup: one video, no listing
         ("list_objects_v2", lambda: VerdictBook(output).load([POST])),
         ("get_object", lambda: ResultLander(output).read_claim(POST)),
         ("put_object", lambda: store.save(store.new_record(videos[0]))),
