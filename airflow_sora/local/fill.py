@@ -18,7 +18,7 @@ from airflow_sora.local import borrow, inpaint
 from airflow_sora.local.find import Box, detail, high_pass, match
 from airflow_sora.local.matte import Matte, Placement
 
-CORE_ALPHA = 0.6  # above this, reverse blending amplifies noise more than inpainting errs
+CORE_ALPHA = 0.9  # above this, reverse blending amplifies noise more than inpainting errs
 STRONG_ALPHA = 0.02  # above this, content from another frame beats reverse blending when it fits
 EXPLAINED = 10.0  # a reference explains a pixel when it predicts the observed level this closely
 EXPLAINED_LOOSE = 25.0  # ... or this closely, when it matches the frame all around the mark
