@@ -20,8 +20,9 @@ from airflow_sora.local.matte import Matte, Placement
 
 CORE_ALPHA = 0.9  # above this, reverse blending amplifies noise more than inpainting errs
 STRONG_ALPHA = 0.02  # above this, content from another frame beats reverse blending when it fits
-EXPLAINED = 10.0  # a reference explains a pixel when it predicts the observed level this closely
-EXPLAINED_LOOSE = 25.0  # ... or this closely, when it matches the frame all around the mark
+EXPLAINED = 20.0  # a reference explains a pixel when the content it implies is this close to the reference
+EXPLAINED_LOOSE = 40.0  # ... or this close, when it matches the frame all around the mark
+CODEC_NOISE = 5.0  # levels of the observed frame any prediction may be off by
 RING_AGREES = 5.0  # mean difference on the ring around the mark for a reference to match the frame there
 MAIN_PART = 0.2  # a part with at least this share of the mark's alpha is looked for alone
 PRESENT_SCORE = 0.2  # the frame's detail correlates at least this well with the mark's (clean frames score near 0)
@@ -198,7 +199,11 @@ def _choose(observed: np.ndarray, shape: _Shape, white: float, references: list[
         differences = np.abs(observed[ring] - reference[ring])
         seen = differences[np.isfinite(differences)]
         agrees = seen.size > 0 and float(seen.mean()) < RING_AGREES
-        tolerance = EXPLAINED_LOOSE if agrees else EXPLAINED  # a reference that fits around the mark is likely
+        # Under the mark the content shows through at 1 - a only: a tolerance on the observed level alone would
+        # let a reference 5x as far off pass in the core; so it is the content's tolerance, scaled by 1 - a,
+        # above the codec's noise.
+        content_tolerance = EXPLAINED_LOOSE if agrees else EXPLAINED  # likelier if it fits around the mark
+        tolerance = np.maximum(CODEC_NOISE, content_tolerance * (1.0 - alpha))
         explained = np.abs(observed - (alpha * white + (1.0 - alpha) * reference)) <= tolerance
         explained = cv2.erode(explained.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # no lone pixels
         source[(source == 0) & strong & explained] = number

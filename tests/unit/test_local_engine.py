@@ -218,6 +218,22 @@ def test_the_fill_gives_back_the_still_background_exactly_where_it_explains_the_
     assert psnr(y[box], content[box]) > 45
 
 
+def test_under_the_core_a_reference_with_other_content_is_not_taken_for_the_frame():
+    icon, word = drawn_mark()
+    alpha = icon + word
+    content = cv2.GaussianBlur(texture(180, 320, seed=11), (0, 0), 1.0)
+    passing = content.copy()
+    passing[30:60, 40:70] = np.clip(content[30:60, 40:70] + 40, 0, 255)  # an object over the icon, this frame only
+    y, u, v = planes(composite(passing, alpha, 40, 30))
+    plan = true_plan(alpha, 40, 30, still=content)  # the still background never saw the object
+    restore(y, u, v, plan, [1.0, 1.0], [plan.still] if plan.still is not None else [])
+    core = np.zeros((180, 320), bool)
+    core[30:60, 40:112] = alpha > 0.6
+    core[:, 70:] = False  # the icon's core, where the object is
+    error = np.abs(y.astype(np.float32) - passing)[core]
+    assert float(np.mean(error)) < 12  # the object, seen through at 1 - a, not the background's 40 levels off
+
+
 def test_without_other_frames_reverse_blending_and_inpainting_still_recover_most_of_it():
     icon, word = drawn_mark()
     alpha = icon + word
