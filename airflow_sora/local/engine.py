@@ -374,7 +374,7 @@ class _Opening:
             return leaves - FADE_LOOKAHEAD < index <= leaves
 
         later: tuple[codec.Planes, bool] | None = None  # the frame after (restored), and whether it had the mark
-        for index in reversed(range(len(self.crops))):
+        for index in reversed(range(min(len(self.crops), leaves + 3))):  # from just after the mark left
             now = self.crops[index]
             found = follower.references(later[0], now, local, fresh=not later[1]) if later is not None else []
             if found and index <= opening.end + EDGE:
