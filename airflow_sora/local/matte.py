@@ -9,7 +9,9 @@ on the mark's own detail, so every segment adds frames to one matte, placed sub-
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -228,8 +230,11 @@ def _fit_alpha(observed: np.ndarray, backgrounds: list[np.ndarray | None], mask:
     num = np.zeros(int(inside.sum()), np.float64)
     den = np.zeros(int(inside.sum()), np.float64)
     weight = 0.5 if sum(b is not None for b in backgrounds) >= MIN_EXACT_FRAMES else 1.0
-    for frame, still in zip(observed, backgrounds, strict=True):
-        content = (still if still is not None else fill(frame, mask))[inside].astype(np.float64)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # OpenCV fills release the GIL
+        contents = list(pool.map(lambda pair: pair[1] if pair[1] is not None else fill(pair[0], mask),
+                                 zip(observed, backgrounds, strict=True)))
+    for frame, still, filled in zip(observed, backgrounds, contents, strict=True):
+        content = filled[inside].astype(np.float64)
         headroom = white - content
         w = 1.0 if still is not None else weight
         num += w * (frame[inside] - content) * headroom
