@@ -177,7 +177,8 @@ def _render(source: str, target: str, settings: EngineSettings, matte: Matte, pl
             before, before_plan = previous[0]
             return later + follower.references(before, planes, plan, fresh=before_plan is not plan)
 
-        plan = _clean(index, planes, plans, references, previous[0][1] if previous else None, leaving)
+        plan = _clean(index, planes, plans, references, previous[0][1] if previous else None, leaving,
+                      leaving.score)
         if plan is not None:
             report.positions[index] = _corner(plan, support)
             report.marked_frames += 1
@@ -219,16 +220,22 @@ def _before_end(index: int, plan: SegmentPlan) -> bool:
 
 def _clean(index: int, planes: codec.Planes, plans: list[SegmentPlan],
            references: Callable[[SegmentPlan], list[Reference]], before: SegmentPlan | None = None,
-           fading: Callable[[int, SegmentPlan], bool] = _before_end) -> SegmentPlan | None:
+           fading: Callable[[int, SegmentPlan], bool] = _before_end,
+           known: Callable[[int, SegmentPlan], float | None] = lambda _index, _plan: None) -> SegmentPlan | None:
     """Find the mark in one frame (the plan of the segment it belongs to) and remove it; None if absent.
     References come best first after the still background (see ``follow``). ``before`` is the plan the frame
     before was cleaned with: well inside its segment the mark holds still, so it is not looked for again.
-    ``fading`` says whether the mark may be fading out at this frame (then each part's strength is measured)."""
+    ``fading`` says whether the mark may be fading out at this frame (then each part's strength is measured);
+    ``known`` gives a presence score already measured for this frame, if any."""
     if before is not None and before.start + EDGE <= index <= before.end - EDGE:
         plan = before
     else:
         covering = [p for p in plans if p.start - EDGE <= index <= p.end + EDGE]
-        present = _most_present(planes, covering) or _most_present(planes, _elsewhere(plans, covering))
+        def score(plan: SegmentPlan) -> float:
+            measured = known(index, plan)
+            return measured if measured is not None else presence(planes.y, plan)
+
+        present = _most_present(covering, score) or _most_present(_elsewhere(plans, covering), score)
         if present is None:
             return None
         plan = present
@@ -247,10 +254,10 @@ def _compact(reference: Reference) -> Reference:
     return y, u, v
 
 
-def _most_present(planes: codec.Planes, plans: list[SegmentPlan]) -> SegmentPlan | None:
+def _most_present(plans: list[SegmentPlan], presence_of: Callable[[SegmentPlan], float]) -> SegmentPlan | None:
     best: tuple[float, SegmentPlan] | None = None
     for plan in plans:
-        score = presence(planes.y, plan)
+        score = presence_of(plan)
         if score >= PRESENT_SCORE and (best is None or score > best[0]):
             best = (score, plan)
     return best[1] if best is not None else None
