@@ -274,6 +274,10 @@ class DuePolls:
         """When the next task falls due (this object's clock), None when none is running."""
         return min((look for _, look in self._looks(urgent)), default=None)
 
+    def last_due(self, *, urgent: bool) -> float | None:
+        """When the last task falls due (this object's clock), None when none is running."""
+        return max((look for _, look in self._looks(urgent)), default=None)
+
     def polled(self, task_id: str, status: TaskStatus | None) -> None:
         """After one status call (``None``: it failed): a finished task leaves, teaching its service time; any
         other is looked at again after the schedule's delay for its age."""

@@ -226,14 +226,29 @@ def airflow_env(home: Path, sandbox: Sandbox) -> dict[str, str]:
     return env
 
 
+#: One command-line argument may hold at most 128 KiB (Linux): a longer ``--conf`` (N=5,000 URLs) is read from a
+#: file by a runner that hands ``airflow dags test`` the same arguments in-process.
+ARG_MAX = 100_000
+CONF_RUNNER = ("import sys; from airflow.__main__ import main; conf = open(sys.argv.pop()).read(); "
+               "sys.argv = ['airflow', 'dags', 'test', 'sora_watermark_batch', '--conf', conf]; sys.exit(main())")
+
+
+def dags_test(conf: str, home: Path) -> list[str]:
+    """The command that runs ``airflow dags test sora_watermark_batch --conf <conf>``."""
+    if len(conf) < ARG_MAX:
+        return [sys.executable, "-m", "airflow", "dags", "test", "sora_watermark_batch", "--conf", conf]
+    conf_file = home / "conf.json"
+    conf_file.write_text(conf)
+    return [sys.executable, "-c", CONF_RUNNER, str(conf_file)]
+
+
 def batch_mode(sandbox: Sandbox, urls: list[str], folder: Path, home: Path) -> dict[str, Any]:
     env = airflow_env(home, sandbox)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
     conf = json.dumps({"video_urls": urls, "output_path": f"file://{folder}/"})
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.monotonic()
-    run = subprocess.run([sys.executable, "-m", "airflow", "dags", "test", "sora_watermark_batch", "--conf", conf],
-                         env=env, capture_output=True, text=True)
+    run = subprocess.run(dags_test(conf, home), env=env, capture_output=True, text=True)
     process_seconds = time.monotonic() - started
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if run.returncode != 0:

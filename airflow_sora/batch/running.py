@@ -44,6 +44,7 @@ class RunningTasks:
         self.due = DuePolls(schedule)
         self._post_ids: dict[str, str] = {}  # task id -> post id
         self._room_wanted = 0  # submitters blocked in ``wait_for_room``
+        self.cap_bound = False  # a create had to wait for room
         self._stopped = False
         self._changed = threading.Condition()
 
@@ -63,6 +64,7 @@ class RunningTasks:
         is wanted, so it polls tasks as soon as they fall due."""
         end = time.monotonic() + timeout
         with self._changed:
+            self.cap_bound = True
             self._room_wanted += 1
             self._changed.notify_all()
             try:
@@ -70,6 +72,25 @@ class RunningTasks:
                     release = self.due.next_release()
                     self._changed.wait(left if release is None else min(left, max(0.0, release - time.monotonic())))
             finally:
+                self._room_wanted -= 1
+
+    def finish_tail(self, within: float) -> None:
+        """After the last create: if the cap bound (a large batch, its worker busy for a while already) and every
+        task still running falls due within ``within`` seconds, look at each here when it is due, landing it at
+        once, instead of paying a deferral round trip and a resume for a few seconds of waiting. Tasks a look
+        finds still running are left to the wait that follows (the trigger, when deferrable)."""
+        with self._changed:
+            listening = self.watch is not None and not self.watch.fallback
+            last_due = self.due.last_due(urgent=True)
+            if not self.cap_bound or listening or last_due is None or last_due - time.monotonic() > within:
+                return
+            self._room_wanted += 1  # as if a create waited: look at each task as soon as it is due
+        deadline = last_due + self.schedule.delay(0)  # every task's first look, and a second for a late one
+        try:
+            with self.polling(), self._changed:
+                self._changed.wait_for(lambda: not self._post_ids, max(0.0, deadline - time.monotonic()))
+        finally:
+            with self._changed:
                 self._room_wanted -= 1
 
     @contextmanager

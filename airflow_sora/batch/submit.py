@@ -48,6 +48,7 @@ class Submitter:
         self.on_submitted = on_submitted or (lambda task_id: None)
         self.account_error: ServiceError | None = None
         self.watch: CallbackWatch | None = None  # set while submitting, when the batch has a callback inbox
+        self.running: RunningTasks | None = None  # this try's tasks running at the service, once submitting began
 
     def submit_all(self, post_ids: list[str]) -> None:
         """Submit in order, at the pace of the client's create bucket, with at most
@@ -59,7 +60,8 @@ class Submitter:
         pending = list(post_ids)
         schedule = self.settings.poll_schedule
         self.watch = CallbackWatch(schedule) if schedule.expects_callbacks and self.client.asynchronous else None
-        with RunningTasks(self.ledger, self.client, schedule, self.watch).polling() as running:
+        self.running = RunningTasks(self.ledger, self.client, schedule, self.watch)
+        with self.running.polling() as running:
             for attempt in range(self.settings.submit_passes):
                 if attempt:
                     time.sleep(self.settings.submit_pass_delay * attempt)
@@ -70,6 +72,12 @@ class Submitter:
                 pending = [p for p in pending if self._not_created_transiently(p)]
                 if not pending or self.account_error is not None:
                     return
+
+    def finish_tail(self) -> None:
+        """After the last create, wait here for the running tasks when that is quicker than deferring
+        (``RunningTasks.finish_tail``)."""
+        if self.running is not None and self.account_error is None:
+            self.running.finish_tail(self.settings.finish_tail_within)
 
     def _not_created_transiently(self, post_id: str) -> bool:
         entry = self.ledger[post_id]
