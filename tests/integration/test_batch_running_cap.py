@@ -34,6 +34,7 @@ def test_a_small_cap_is_refilled_as_tasks_end(sandbox_connections: SandboxServer
     sandbox_connections.state.config.create_limit = 1000  # the cap binds, not the create limit
     result = run_try(capped_batch(tmp_path))
     assert result.error is None and result.value["counts"]["landed"] == N
+    assert not result.deferred  # the cap bound: the last tasks, due within moments, were waited for in the worker
     assert set(sandbox_connections.summary()["charges_by_video"].values()) == {1}  # credits exactly N
     tasks = sorted(sandbox_connections.state.task_log(), key=lambda t: t["created"])
     assert len(tasks) == N and all(t["seen_done"] for t in tasks)

@@ -91,6 +91,7 @@ def test_due_tasks_come_oldest_first() -> None:
     clock.now += 2.0
     assert due.due(urgent=True) == ["a", "b", "c", "d"]
     assert due.task_ids == ["a", "b", "c", "d"]
+    assert due.next_due(urgent=True) == 96.5 + 2.0 and due.last_due(urgent=True) == 101.0 + 2.0  # "d", "c"
 
 
 def test_without_a_create_waiting_for_room_a_task_waits_one_more_poll_interval() -> None:
