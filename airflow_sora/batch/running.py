@@ -45,6 +45,7 @@ class RunningTasks:
         self._post_ids: dict[str, str] = {}  # task id -> post id
         self._room_wanted = 0  # submitters blocked in ``wait_for_room``
         self.cap_bound = False  # a create had to wait for room
+        self._failure: BaseException | None = None  # what stopped the poller, raised to the submitter
         self._stopped = False
         self._changed = threading.Condition()
 
@@ -73,6 +74,7 @@ class RunningTasks:
                     self._changed.wait(left if release is None else min(left, max(0.0, release - time.monotonic())))
             finally:
                 self._room_wanted -= 1
+            self._raise_failure()
 
     def finish_tail(self, within: float) -> None:
         """After the last create: if the cap bound (a large batch, its worker busy for a while already) and every
@@ -106,14 +108,26 @@ class RunningTasks:
                 self._stopped = True
                 self._changed.notify_all()
             thread.join()
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        """A poller that stopped on an error stops the submitter too (it would otherwise wait for room forever)."""
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
 
     # the poller ------------------------------------------------------------------------------------
     def _poll_until_stopped(self) -> None:
-        with ThreadPoolExecutor(POLL_CONCURRENCY, thread_name_prefix="sora-poll") as pool:
-            while (task_ids := self._next_batch()) is not None:
-                if task_ids:
-                    statuses = dict(zip(task_ids, pool.map(self._poll, task_ids), strict=True))
-                    self._learned(statuses)
+        try:
+            with ThreadPoolExecutor(POLL_CONCURRENCY, thread_name_prefix="sora-poll") as pool:
+                while (task_ids := self._next_batch()) is not None:
+                    if task_ids:
+                        statuses = dict(zip(task_ids, pool.map(self._poll, task_ids), strict=True))
+                        self._learned(statuses)
+        except BaseException as error:  # a bug or a store that failed: the submitter raises it
+            with self._changed:
+                self._failure, self._stopped = error, True
+                self._changed.notify_all()
 
     def _next_batch(self) -> list[str] | None:
         """The tasks to poll now, after waiting until some fall due; None once stopped."""
