@@ -54,10 +54,11 @@ class RunningTasks:
         with self._changed:
             return self.due.running()
 
-    def add(self, post_id: str, task_id: str) -> None:
+    def add(self, post_id: str, task_id: str, *, answered_at: float | None = None) -> None:
+        """A task the service created; ``answered_at`` (monotonic): when the create's answer came, default now."""
         with self._changed:
             self._post_ids[task_id] = post_id
-            self.due.add(task_id)
+            self.due.add(task_id, answered_at)
             self._changed.notify_all()
 
     def wait_for_room(self, room: int, timeout: float) -> None:

@@ -49,6 +49,7 @@ class Submitter:
         self.account_error: ServiceError | None = None
         self.watch: CallbackWatch | None = None  # set while submitting, when the batch has a callback inbox
         self.running: RunningTasks | None = None  # this try's tasks running at the service, once submitting began
+        self._answered: dict[str, float] = {}  # post id -> when its create was answered (monotonic)
 
     def submit_all(self, post_ids: list[str]) -> None:
         """Submit in order, at the pace of the client's create bucket, with at most
@@ -111,8 +112,11 @@ class Submitter:
             collect(wait(in_flight).done)
 
     def _create(self, post_id: str, running: RunningTasks) -> str | None:
-        if task_id := self.submit(post_id):
-            running.add(post_id, task_id)
+        """One create; its task runs from the answer on (not from after its record was written)."""
+        task_id = self.submit(post_id)
+        answered_at = self._answered.pop(post_id, None)
+        if task_id:
+            running.add(post_id, task_id, answered_at=answered_at)
         return task_id
 
     def _wait_for_room(self, in_flight: dict[Future[str | None], str], running: RunningTasks, workers: int,
@@ -147,6 +151,7 @@ class Submitter:
             self.ledger.apply(post_id, Event.CREATE_SENT, error=None, task_id=None, result=None)
             try:
                 submission = self.client.submit(url, callback_url=self.settings.callback_url)
+                self._answered[post_id] = time.monotonic()
             except ServiceError as error:
                 if not _outcome_unknown(error):
                     self._error_reply(post_id, error)

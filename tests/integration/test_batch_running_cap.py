@@ -43,8 +43,10 @@ def test_a_small_cap_is_refilled_as_tasks_end(sandbox_connections: SandboxServer
     for task in tasks:
         assert sum(1 for t in tasks if t["created"] <= task["created"] < ended(t)) <= CAP
 
-    # one status call per task: a task is looked at once it is as old as the longest service time seen
-    assert sum(t["polls"] for t in tasks) <= N + 2
+    # about one status call per task: a task is looked at once it is as old as the longest service time seen (a
+    # few early ones, looked at before many were seen, may need a second look; polling in rounds costs ~1.5)
+    polls = [t["polls"] for t in tasks]
+    assert sum(polls) <= N + N // 6, polls
 
     # oldest first: no task is seen finished after a younger one, but for tasks polled together (their replies
     # come within moments of each other) and one a first look found still running
