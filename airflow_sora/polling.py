@@ -8,7 +8,9 @@ per-task ceiling), then back off as the spec suggests.
 
 from __future__ import annotations
 
+import bisect
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -179,3 +181,119 @@ class CallbackWatch:
             else:
                 pause = self.schedule.callback_interval
             self._next_look[task_id] = now + pause
+
+
+class DuePolls:
+    """When each running task is worth a status call, and in which order: what frees places under the cap.
+
+    A task is due once it is as old as the longest service time seen lately (``observe``, from the service's
+    own create and complete times of finished tasks): looked at then, it has almost always finished, so one
+    call learns its end. Before any task finished, the schedule's first look stands in; one slow task does
+    not hold everyone back, as the wait is never more than twice the median seen. That is the due time while
+    a create waits for room (``urgent``); otherwise a task waits one more poll interval, since nothing waits
+    for its place and a later look costs no call. A task found still running is looked at again after the
+    schedule's delay for its age (by default at most one look per second per task, Kie's ceiling). Due tasks
+    come oldest first, as they end roughly in that order. Pure: the caller polls and reports back.
+
+    Under a running cap, ``running`` counts a task until it is due: a task as old as the longest service time
+    seen lately has ended, so its place frees at once while the poll sent at that moment fetches its result;
+    the rare one a poll finds still running is counted again. Until a service time was seen, only a poll
+    frees a place.
+    """
+
+    def __init__(self, schedule: PollSchedule, *, window: int = 500,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.schedule = schedule
+        self._clock = clock
+        self._created: dict[str, float] = {}  # task id -> when its create was answered, oldest first
+        self._next_look: dict[str, float] = {}  # tasks looked at and still running -> when to look again
+        self._recent: deque[float] = deque(maxlen=window)  # service times seen, newest last
+        self._ordered: list[float] = []  # the same, sorted
+
+    def __len__(self) -> int:
+        return len(self._created)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._created
+
+    @property
+    def task_ids(self) -> list[str]:
+        """Oldest first."""
+        return list(self._created)
+
+    def add(self, task_id: str, created_at: float | None = None) -> None:
+        """A task the service just created (``created_at`` on this object's clock; default now)."""
+        self._created[task_id] = self._clock() if created_at is None else created_at
+
+    def discard(self, task_id: str) -> None:
+        self._created.pop(task_id, None)
+        self._next_look.pop(task_id, None)
+
+    def observe(self, seconds: float) -> None:
+        """A finished task's service time (create to complete, by the service's clock)."""
+        if seconds < 0:
+            return
+        if len(self._recent) == self._recent.maxlen:
+            del self._ordered[bisect.bisect_left(self._ordered, self._recent[0])]
+        self._recent.append(seconds)
+        bisect.insort(self._ordered, seconds)
+
+    def expected_latency(self) -> float:
+        """How old a task is when a look almost surely finds it finished: the longest service time seen lately
+        plus the range seen over their count (the usual estimate of a range's end from samples: a wide margin
+        while few were seen, none once many were), at most twice their median; until two were seen, not less
+        than the schedule's first look."""
+        seen = self._ordered
+        if len(seen) < 2:
+            return max([self.schedule.first_poll_after, *seen])
+        longest = seen[-1] + (seen[-1] - seen[0]) / (len(seen) - 1)
+        return min(longest, 2 * seen[len(seen) // 2])
+
+    def running(self) -> int:
+        """How many tasks may still be running at the service (see the class notes)."""
+        if not self._ordered:
+            return len(self._created)
+        ended_before = self._clock() - self.expected_latency()
+        return sum(1 for task_id, created in self._created.items()
+                   if task_id in self._next_look or created > ended_before)
+
+    def next_release(self) -> float | None:
+        """When the next counted task stops being counted (this object's clock), None if none will by itself."""
+        if not self._ordered:
+            return None
+        wait, now = self.expected_latency(), self._clock()
+        return min((created + wait for task_id, created in self._created.items()
+                    if task_id not in self._next_look and created + wait > now), default=None)
+
+    def due(self, *, urgent: bool) -> list[str]:
+        """The tasks to poll now, oldest first."""
+        now = self._clock()
+        return [task_id for task_id, look in self._looks(urgent) if look <= now]
+
+    def next_due(self, *, urgent: bool) -> float | None:
+        """When the next task falls due (this object's clock), None when none is running."""
+        return min((look for _, look in self._looks(urgent)), default=None)
+
+    def last_due(self, *, urgent: bool) -> float | None:
+        """When the last task falls due (this object's clock), None when none is running."""
+        return max((look for _, look in self._looks(urgent)), default=None)
+
+    def polled(self, task_id: str, status: TaskStatus | None) -> None:
+        """After one status call (``None``: it failed): a finished task leaves, teaching its service time; any
+        other is looked at again after the schedule's delay for its age."""
+        if task_id not in self._created:
+            return
+        if status is not None and status.terminal:
+            if status.completed_at_ms is not None and status.created_at_ms is not None:
+                self.observe((status.completed_at_ms - status.created_at_ms) / 1000)
+            self.discard(task_id)
+            return
+        now = self._clock()
+        self._next_look[task_id] = now + self.schedule.delay(now - self._created[task_id])
+
+    def _looks(self, urgent: bool) -> Iterable[tuple[str, float]]:
+        wait = self.expected_latency()
+        if not urgent:
+            wait += self.schedule.delay(wait)
+        for task_id, created in self._created.items():
+            yield task_id, self._next_look.get(task_id, created + wait)

@@ -6,6 +6,9 @@
                                                   # prints its table, keeps RESULTS.md as it is
     python bench/run.py --modes local --landing ''  # the local engine (bench/local_quality.py, with the
                                                     # memory row); replaces only its section of RESULTS.md
+    python bench/run.py --modes scaled --landing ''  # the running cap binding: batch N=500 at 100/10 s and
+                                                     # N=5,000 at a scaled 500/10 s (cap 100), side by side;
+                                                     # replaces only its section of RESULTS.md
 
 Prints a table, saves ``bench/results/<stamp>.json`` and rewrites ``bench/RESULTS.md``. Benchmarks print
 numbers; they assert nothing about wall-clock time. Absolute times on a shared machine are noise: compare
@@ -66,20 +69,37 @@ def api_calls(summary: dict[str, Any]) -> int:
     return sum(summary["requests"].get(k, 0) for k in ("createTask", "recordInfo", "download-url"))
 
 
-def t_star(n: int, limit: int, window: float, landing_one: float) -> float:
-    """The fastest any client can finish: creates at the limit, then the last task's latency and landing."""
-    return (n - 1) / (limit / window) + LATENCY + landing_one
+def t_star(n: int, limit: int, window: float, landing_one: float, cap: int | None = None) -> float:
+    """The fastest any client can finish: creates at the limit, or, when at most ``cap`` tasks may run at once,
+    tasks at the pace the cap allows (each holds its place for the mean latency), whichever is slower; then the
+    last task's latency and landing."""
+    creates = (n - 1) / (limit / window)
+    running = n * LATENCY / cap if cap else 0.0
+    return max(creates, running) + LATENCY + landing_one
 
 
-def measured_t_star(n: int, limit: int) -> float:
+def measured_t_star(n: int, limit: int, cap: int | None = None) -> float:
     """T* with the landing of one video timed on a fresh sandbox (what a 32 KiB download takes here)."""
     probe_box = Sandbox.with_limit(limit)
     try:
         probe = time.monotonic()
         httpx.get(f"{probe_box.url}/_sandbox/synthetic/32768.mp4")
-        return t_star(n, limit, 10.0, time.monotonic() - probe)
+        return t_star(n, limit, 10.0, time.monotonic() - probe, cap)
     finally:
         probe_box.stop()
+
+
+def poll_stats(tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    """From the sandbox's task log: status calls per task, and how long a finished task went unseen (from the
+    moment it finished to the first poll that showed it), the time it kept a place under the running cap."""
+    unseen = sorted(t["seen_done"] - (t["created"] + t["latency"]) for t in tasks if t.get("seen_done"))
+    if not tasks:
+        return {}
+    return {"polls_per_task": sum(t.get("polls", 0) for t in tasks) / len(tasks),
+            "tasks_polled_more_than_once": sum(1 for t in tasks if t.get("polls", 0) > 1),
+            "unseen_mean_seconds": sum(unseen) / len(unseen) if unseen else None,
+            "unseen_p95_seconds": unseen[int(0.95 * (len(unseen) - 1))] if unseen else None,
+            "unseen_max_seconds": unseen[-1] if unseen else None}
 
 
 # mapped mode on a real scheduler + triggerer ---------------------------------------------------------
@@ -206,14 +226,29 @@ def airflow_env(home: Path, sandbox: Sandbox) -> dict[str, str]:
     return env
 
 
+#: One command-line argument may hold at most 128 KiB (Linux): a longer ``--conf`` (N=5,000 URLs) is read from a
+#: file by a runner that hands ``airflow dags test`` the same arguments in-process.
+ARG_MAX = 100_000
+CONF_RUNNER = ("import sys; from airflow.__main__ import main; conf = open(sys.argv.pop()).read(); "
+               "sys.argv = ['airflow', 'dags', 'test', 'sora_watermark_batch', '--conf', conf]; sys.exit(main())")
+
+
+def dags_test(conf: str, home: Path) -> list[str]:
+    """The command that runs ``airflow dags test sora_watermark_batch --conf <conf>``."""
+    if len(conf) < ARG_MAX:
+        return [sys.executable, "-m", "airflow", "dags", "test", "sora_watermark_batch", "--conf", conf]
+    conf_file = home / "conf.json"
+    conf_file.write_text(conf)
+    return [sys.executable, "-c", CONF_RUNNER, str(conf_file)]
+
+
 def batch_mode(sandbox: Sandbox, urls: list[str], folder: Path, home: Path) -> dict[str, Any]:
     env = airflow_env(home, sandbox)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
     conf = json.dumps({"video_urls": urls, "output_path": f"file://{folder}/"})
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.monotonic()
-    run = subprocess.run([sys.executable, "-m", "airflow", "dags", "test", "sora_watermark_batch", "--conf", conf],
-                         env=env, capture_output=True, text=True)
+    run = subprocess.run(dags_test(conf, home), env=env, capture_output=True, text=True)
     process_seconds = time.monotonic() - started
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if run.returncode != 0:
@@ -333,11 +368,55 @@ def measured(limit: int, n: int, mode: Any) -> dict[str, Any]:
     try:
         result = dict(mode(sandbox))
         summary = sandbox.summary()
+        polls = poll_stats(sandbox.tasks())
     finally:
         sandbox.stop()
     result.update(api_calls_per_video=api_calls(summary) / n,
-                  credits_charged=sum(summary["credits_by_video"].values()) / 10)
+                  credits_charged=sum(summary["credits_by_video"].values()) / 10, polls=polls,
+                  creates_refused=summary["requests"].get("createTask", 0) - summary["tasks"])
     return result
+
+
+# the running cap binding: batch mode where max_active_submissions, not the create limit, sets the pace -------
+SCALED_CAP = 100  # the operator's default max_active_submissions
+SCALED_SIZES = "500@100,5000@500"  # N@creates per 10 s: at 500/10 s, 50 creates/s x 2 s latency fill the cap
+
+
+def scaled_row(n: int, limit: int) -> dict[str, Any]:
+    """Batch mode at N videos and ``limit`` creates per 10 s with the default cap; T* counts the cap."""
+    row: dict[str, Any] = {"n": n, "create_limit": f"{limit}/10s", "cap": SCALED_CAP}
+    urls = video_urls(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        row["t_star_seconds"] = measured_t_star(n, limit, SCALED_CAP)
+        row["batch"] = measured(limit, n, lambda box: batch_mode(box, urls, mkdir(root / "batch"), root / "home"))
+    row["batch_vs_t_star"] = row["batch"]["wall_seconds"] / row["t_star_seconds"]
+    return row
+
+
+SCALED_TITLE = "## Running cap binding"
+
+
+def scaled_markdown(results: dict[str, Any]) -> list[str]:
+    lines = [SCALED_TITLE, "",
+             f"`python bench/run.py --modes scaled --landing ''` (`bench/results/{stamp(results)}.json`, run "
+             f"{results['when']}): batch mode under `airflow dags test`, rows side by side in one run, the "
+             f"operator's default `max_active_submissions={SCALED_CAP}`. T\\* = max((N - 1) / rate, N x latency / "
+             "cap) + latency + landing one video. Polls/task and the time a finished task went unseen (from its "
+             "end to the first poll that showed it) come from the sandbox's task log.", "",
+             "| N | limit | cap | T* (s) | batch (s) | batch / T* | API calls/video | polls/task | tasks polled "
+             "twice or more | finished, unseen (s): mean, p95, max | creates refused | credits | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in results["scaled"]:
+        b, p = row["batch"], row["batch"].get("polls") or {}
+        unseen = ", ".join("-" if p.get(k) is None else f"{p[k]:.2f}"
+                           for k in ("unseen_mean_seconds", "unseen_p95_seconds", "unseen_max_seconds"))
+        lines.append(
+            f"| {row['n']} | {row['create_limit']} | {row['cap']} | {row['t_star_seconds']:.1f} | "
+            f"{b['wall_seconds']:.1f} | {row['batch_vs_t_star']:.3f} | {b['api_calls_per_video']:.3f} | "
+            f"{p.get('polls_per_task', 0):.3f} | {p.get('tasks_polled_more_than_once', 0)} | {unseen} | "
+            f"{b['creates_refused']} | {b['credits_charged']:g} | {b['peak_rss_mb']:.0f} |")
+    return lines
 
 
 def throughput(n: int, modes: set[str]) -> dict[str, Any]:
@@ -456,6 +535,8 @@ def main() -> int:
                         help="throughput modes to run; s3 (batch mode landing in S3) runs at --s3-sizes; local "
                              "runs the local engine's benchmark")
     parser.add_argument("--s3-sizes", default="1000", help=f"N values of the s3 mode (limit {S3_LIMIT}/10 s)")
+    parser.add_argument("--scaled-sizes", default=SCALED_SIZES,
+                        help=f"N@limit rows of the scaled mode (cap {SCALED_CAP}); default {SCALED_SIZES}")
     parser.add_argument("--naive-sizes", default=None,
                         help="N values that also run the naive loop (default: all; N=500 takes ~25 min)")
     args = parser.parse_args()
@@ -464,14 +545,19 @@ def main() -> int:
     results: dict[str, Any] = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                "machine": f"{platform.machine()}, {os.cpu_count()} cores, python "
                                           f"{platform.python_version()}",
-                               "throughput": [], "landing": [], "s3": []}
+                               "throughput": [], "landing": [], "s3": [], "scaled": []}
     sizes = [int(x) for x in args.sizes.split(",") if x]
     naive_sizes = sizes if args.naive_sizes is None else [int(x) for x in args.naive_sizes.split(",") if x]
     for n in [int(x) for x in args.s3_sizes.split(",") if x] if "s3" in args.modes.split(",") else []:
         results["s3"].append(s3_row(n))
         print(json.dumps(results["s3"][-1]), flush=True)
         save(results)
-    for n in sizes if set(args.modes.split(",")) - {"s3", "local"} else []:
+    for size in args.scaled_sizes.split(",") if "scaled" in args.modes.split(",") else []:
+        n, _, limit = size.partition("@")
+        results["scaled"].append(scaled_row(int(n), int(limit or 500)))
+        print(json.dumps(results["scaled"][-1]), flush=True)
+        save(results)
+    for n in sizes if set(args.modes.split(",")) - {"s3", "local", "scaled"} else []:
         modes = set(args.modes.split(","))
         row = throughput(n, modes if n in naive_sizes else modes - {"naive"})
         results["throughput"].append(row)
@@ -492,34 +578,66 @@ def main() -> int:
         from bench.local_quality import main as local_engine
 
         local_engine(["--memory"])
-        if not (results["throughput"] or results["landing"] or results["s3"]):
+        if not (results["throughput"] or results["landing"] or results["s3"] or results["scaled"]):
             return 0  # it saved its own results
     print(save(results))
     return 0
 
 
+def stamp(results: dict[str, Any]) -> str:
+    return str(results["when"]).replace(":", "").replace("-", "")
+
+
 def save(results: dict[str, Any]) -> str:
     """Write the results so far (after every row: a long run stopped part way keeps what it measured)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = results["when"].replace(":", "").replace("-", "")
-    (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / f"{stamp(results)}.json").write_text(json.dumps(results, indent=2))
+    scaled = "\n".join(scaled_markdown(results)) + "\n" if results["scaled"] else ""
     if not (results["throughput"] or results["landing"]):  # an s3-only run keeps RESULTS.md as it is
+        if scaled:  # a scaled run replaces only its own section
+            (REPO / "bench" / "RESULTS.md").write_text(with_section(current_results(), SCALED_TITLE, scaled))
+            return scaled
         return "\n".join(s3_markdown(results["s3"])) + "\n"
     report = markdown(results)
-    (REPO / "bench" / "RESULTS.md").write_text(with_local_section(report))
+    kept = with_local_section(report)
+    (REPO / "bench" / "RESULTS.md").write_text(with_section(kept, SCALED_TITLE, scaled) if scaled else
+                                               kept_section(kept, SCALED_TITLE))
     return report
+
+
+def current_results() -> str:
+    return (REPO / "bench" / "RESULTS.md").read_text() if (REPO / "bench" / "RESULTS.md").exists() else ""
+
+
+def section_bounds(lines: list[str], title: str) -> tuple[int, int] | None:
+    """Where the section headed ``title`` starts and ends (the next ``## `` heading) in ``lines``."""
+    start = next((k for k, line in enumerate(lines) if line.strip() == title), None)
+    if start is None:
+        return None
+    return start, next((k for k in range(start + 1, len(lines)) if lines[k].startswith("## ")), len(lines))
+
+
+def with_section(report: str, title: str, section: str) -> str:
+    """``report`` with the section headed ``title`` replaced by ``section`` (appended if it had none)."""
+    lines = report.rstrip("\n").split("\n")
+    bounds = section_bounds(lines, title)
+    if bounds is None:
+        return "\n".join(lines) + "\n\n" + section
+    start, end = bounds
+    return "\n".join([*lines[:start], *section.rstrip("\n").split("\n"), "", *lines[end:]]).rstrip("\n") + "\n"
+
+
+def kept_section(report: str, title: str) -> str:
+    """The new report with the current RESULTS.md's section headed ``title`` kept (another mode measures it)."""
+    lines = current_results().split("\n")
+    bounds = section_bounds(lines, title)
+    return report if bounds is None else with_section(report, title, "\n".join(lines[slice(*bounds)]))
 
 
 def with_local_section(report: str) -> str:
     """The new report with the "Local engine" section of the current RESULTS.md kept (bench/local_quality.py
     writes it; this benchmark does not measure it)."""
-    old = (REPO / "bench" / "RESULTS.md").read_text() if (REPO / "bench" / "RESULTS.md").exists() else ""
-    lines = old.split("\n")
-    start = next((k for k, line in enumerate(lines) if line.strip() == "## Local engine"), None)
-    if start is None:
-        return report
-    end = next((k for k in range(start + 1, len(lines)) if lines[k].startswith("## ")), len(lines))
-    return report.rstrip("\n") + "\n\n" + "\n".join(lines[start:end]).rstrip("\n") + "\n"
+    return kept_section(report, "## Local engine")
 
 
 if __name__ == "__main__":

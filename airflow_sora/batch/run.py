@@ -79,6 +79,7 @@ class BatchRun:
         self._enter("submitting" if to_submit else "waiting")
         self.submitter.submit_all(to_submit)
         self._enter("waiting")
+        self.submitter.finish_tail()
 
     def waiting_task_ids(self) -> list[str]:
         return waiting_task_ids(self.ledger)

@@ -21,6 +21,9 @@ class BatchSettings:
     submit_concurrency: int = 8  # creates in flight at once (the rate limit still sets the pace)
     submit_passes: int = 3  # passes over creates that got a transient error reply (nothing was created)
     submit_pass_delay: float = 2.0
+    # When the running cap bound, the tasks still running after the last create are waited for in the worker if
+    # all fall due within this many seconds: a deferral round trip and a resume cost more than that.
+    finish_tail_within: float = 10.0
     plan_concurrency: int = 8  # sidecar reads in flight while planning
     max_credits: float | None = None  # budget for this logical run of the task, retries included
     retry_failed_after: float | None = 24 * 3600.0  # seconds before a video the service failed is paid again

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from airflow_sora.batch.claims import Claims
 from airflow_sora.batch.ledger import Ledger
+from airflow_sora.batch.running import RunningTasks
 from airflow_sora.batch.settings import BatchSettings
-from airflow_sora.batch.wait import callback_due, record_status
 from airflow_sora.lifecycle import Event, Phase, Settled, unknown_create_message
 from airflow_sora.polling import CallbackWatch
 from airflow_sora.services.base import WatermarkService
@@ -31,14 +30,12 @@ from airflow_sora.services.errors import (
     SubmitOutcomeUnknownError,
     TaskFailedError,
 )
-from airflow_sora.services.models import TaskStatus
 from airflow_sora.state import utcnow
 
 log = logging.getLogger(__name__)
 
 ACCOUNT_ERRORS = (AuthError, InsufficientCreditsError, QuotaExceededError)
-RETIRE_LOOKAHEAD = 10  # running tasks polled per look for room: enough to get past one stuck task
-_Running = deque[tuple[str, str]]  # (post id, task id) running at the service, oldest first
+ROOM_RECHECK = 0.05  # seconds between looks at the creates in flight while waiting for a place to free
 
 
 class Submitter:
@@ -51,6 +48,8 @@ class Submitter:
         self.on_submitted = on_submitted or (lambda task_id: None)
         self.account_error: ServiceError | None = None
         self.watch: CallbackWatch | None = None  # set while submitting, when the batch has a callback inbox
+        self.running: RunningTasks | None = None  # this try's tasks running at the service, once submitting began
+        self._answered: dict[str, float] = {}  # post id -> when its create was answered (monotonic)
 
     def submit_all(self, post_ids: list[str]) -> None:
         """Submit in order, at the pace of the client's create bucket, with at most
@@ -59,43 +58,49 @@ class Submitter:
         Creates the service answered with a transient error reply (5xx, 455, 429 after the client's own
         retries) created nothing, so they get a few more passes in this try before Airflow's retry is spent.
         """
-        running: _Running = deque()
         pending = list(post_ids)
         schedule = self.settings.poll_schedule
         self.watch = CallbackWatch(schedule) if schedule.expects_callbacks and self.client.asynchronous else None
-        for attempt in range(self.settings.submit_passes):
-            if attempt:
-                time.sleep(self.settings.submit_pass_delay * attempt)
-                log.warning("Resubmitting %d video(s) whose create got a transient error reply", len(pending))
-                for post_id in pending:
-                    self.ledger.reopen(post_id)
-            self._submit_pass(pending, running)
-            pending = [p for p in pending if self._not_created_transiently(p)]
-            if not pending or self.account_error is not None:
-                return
+        self.running = RunningTasks(self.ledger, self.client, schedule, self.watch)
+        with self.running.polling() as running:
+            for attempt in range(self.settings.submit_passes):
+                if attempt:
+                    time.sleep(self.settings.submit_pass_delay * attempt)
+                    log.warning("Resubmitting %d video(s) whose create got a transient error reply", len(pending))
+                    for post_id in pending:
+                        self.ledger.reopen(post_id)
+                self._submit_pass(pending, running)
+                pending = [p for p in pending if self._not_created_transiently(p)]
+                if not pending or self.account_error is not None:
+                    return
+
+    def finish_tail(self) -> None:
+        """After the last create, wait here for the running tasks when that is quicker than deferring
+        (``RunningTasks.finish_tail``)."""
+        if self.running is not None and self.account_error is None:
+            self.running.finish_tail(self.settings.finish_tail_within)
 
     def _not_created_transiently(self, post_id: str) -> bool:
         entry = self.ledger[post_id]
         return entry.outcome is not None and entry.outcome.retryable and entry.phase is Phase.NOT_CREATED
 
-    def _submit_pass(self, post_ids: list[str], running: _Running) -> None:
+    def _submit_pass(self, post_ids: list[str], running: RunningTasks) -> None:
         """Creates run in a small thread pool so state writes overlap; the shared bucket still sets the pace.
 
         The first create goes alone, so a bad key or an empty balance costs one rejected call, not a pool's
-        worth. Task ids are handed to ``on_submitted`` from this thread only (it may talk to Airflow).
+        worth. A created task joins ``running`` at once (its poll falls due from then); task ids are handed to
+        ``on_submitted`` from this thread only (it may talk to Airflow).
         """
         workers = max(1, self.settings.submit_concurrency)
         in_flight: dict[Future[str | None], str] = {}
 
         def collect(done: set[Future[str | None]]) -> None:
             for future in done:
-                post_id = in_flight.pop(future)
+                in_flight.pop(future)
                 if task_id := future.result():
-                    running.append((post_id, task_id))
                     self.on_submitted(task_id)
 
-        if post_ids and (first := self.submit(post_ids[0])):
-            running.append((post_ids[0], first))
+        if post_ids and (first := self._create(post_ids[0], running)):
             self.on_submitted(first)
         with ThreadPoolExecutor(workers, thread_name_prefix="sora-submit") as pool:
             for post_id in post_ids[1:]:
@@ -103,12 +108,23 @@ class Submitter:
                     self.ledger.settle(post_id, Settled.FAILED, error=f"not submitted: {self.account_error}")
                     continue
                 self._wait_for_room(in_flight, running, workers, collect)
-                in_flight[pool.submit(self.submit, post_id)] = post_id
+                in_flight[pool.submit(self._create, post_id, running)] = post_id
             collect(wait(in_flight).done)
 
-    def _wait_for_room(self, in_flight: dict[Future[str | None], str], running: _Running, workers: int,
+    def _create(self, post_id: str, running: RunningTasks) -> str | None:
+        """One create; its task runs from the answer on (not from after its record was written)."""
+        task_id = self.submit(post_id)
+        answered_at = self._answered.pop(post_id, None)
+        if task_id:
+            running.add(post_id, task_id, answered_at=answered_at)
+        return task_id
+
+    def _wait_for_room(self, in_flight: dict[Future[str | None], str], running: RunningTasks, workers: int,
                        collect: Callable[[set[Future[str | None]]], None]) -> None:
-        """Block until one more create may start: a free submit thread, and room under the running cap."""
+        """Block until one more create may start: a free submit thread, and room under the running cap.
+
+        The running tasks are polled in the background as they fall due (``RunningTasks``), oldest first; a
+        finished one frees its place at once, so this only waits for that."""
         limit = self.settings.max_active_submissions
         while True:
             collect({future for future in in_flight if future.done()})
@@ -116,45 +132,10 @@ class Submitter:
                 collect(wait(in_flight, return_when=FIRST_COMPLETED).done)
             elif not self.client.asynchronous or len(running) + len(in_flight) < limit:
                 return
-            elif running:
-                self._retire_finished(running, room_needed=len(in_flight) + 1)
+            elif len(running):
+                running.wait_for_room(limit - len(in_flight), timeout=ROOM_RECHECK)
             else:
                 collect(wait(in_flight, return_when=FIRST_COMPLETED).done)
-
-    def _retire_finished(self, running: _Running, room_needed: int) -> None:
-        """Make room by retiring finished tasks, waiting a poll interval when none has finished yet. What a poll
-        here learns goes into the ledger, so the task is never polled again.
-
-        With callbacks heard (the watch not in fallback) the inbox says which tasks finished, so only those,
-        and tasks past their expected time, are polled: the waiting side's rule, one status call per task.
-        Otherwise the oldest running tasks are polled (tasks end roughly in submission order)."""
-        limit = self.settings.max_active_submissions
-        if self.watch is not None and not self.watch.fallback:
-            by_task = {task_id: post_id for post_id, task_id in running}
-            statuses = {}
-            for task_id in callback_due(self.watch, self.ledger, list(by_task)):
-                if (status := self._poll(running, by_task[task_id], task_id)) is not None:
-                    statuses[task_id] = status
-            self.watch.polled(statuses)
-        else:
-            for looked, (post_id, task_id) in enumerate(list(running)):  # oldest first: past one stuck task
-                if len(running) + room_needed <= limit or looked >= max(room_needed, RETIRE_LOOKAHEAD):
-                    break
-                self._poll(running, post_id, task_id)
-        if len(running) + room_needed > limit:
-            time.sleep(self.settings.poll_schedule.interval)
-
-    def _poll(self, running: _Running, post_id: str, task_id: str) -> TaskStatus | None:
-        """One status call; a finished task leaves ``running`` and its result goes into the ledger."""
-        try:
-            status = self.client.get_status(task_id)
-        except ServiceError as error:  # a poll that failed says nothing: look again later
-            log.info("Polling task %s while submitting failed: %s", task_id, error)
-            return None
-        if status.terminal:
-            running.remove((post_id, task_id))
-            record_status(self.ledger, self.client, post_id, status)
-        return status
 
     def submit(self, post_id: str) -> str | None:
         """Create the remote work for one video; returns the task id to wait for, if any."""
@@ -170,6 +151,7 @@ class Submitter:
             self.ledger.apply(post_id, Event.CREATE_SENT, error=None, task_id=None, result=None)
             try:
                 submission = self.client.submit(url, callback_url=self.settings.callback_url)
+                self._answered[post_id] = time.monotonic()
             except ServiceError as error:
                 if not _outcome_unknown(error):
                     self._error_reply(post_id, error)

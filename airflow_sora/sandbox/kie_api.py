@@ -82,6 +82,9 @@ def record_info(request: SandboxHandler, body: Any) -> Reply | None:
     phase = task.phase(time.time(), state.config.invisible_for)
     if phase == "invisible":
         return 422, "recordInfo is null"
+    if phase in ("success", "fail"):
+        with state.lock:
+            task.seen_done = task.seen_done or time.time()
     return 200, record(request.server, task, phase)
 
 

@@ -41,6 +41,10 @@ class SandboxProcess:
     def charges(self) -> list[dict[str, Any]]:
         return list(httpx.get(f"{self.url}/_sandbox/charges").json())
 
+    def tasks(self) -> list[dict[str, Any]]:
+        """Every Kie task in create order, with its latency, polls and when a poll first saw it finished."""
+        return list(httpx.get(f"{self.url}/_sandbox/tasks").json())
+
     def set_faults(self, **faults: Any) -> None:
         httpx.post(f"{self.url}/_sandbox/faults", json=faults).raise_for_status()
 

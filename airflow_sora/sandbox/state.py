@@ -73,6 +73,7 @@ class KieTask:
     will_fail: bool
     callback_url: str | None = None
     callback_sent: bool = False
+    seen_done: float | None = None  # wall clock of the first recordInfo that showed it finished
 
     def phase(self, now: float, invisible_for: float) -> str:
         elapsed = now - self.created
@@ -171,10 +172,12 @@ class SandboxState:
             self.requests[endpoint] += 1
 
     def task_log(self) -> list[dict[str, Any]]:
-        """Every Kie task in create order: when it was created and how long it takes (for the benchmarks' T*)."""
+        """Every Kie task in create order: when it was created, how long it takes (for the benchmarks' T*), how
+        often it was polled and when a poll first showed it finished (how long a finished task went unseen)."""
         with self.lock:
             return [{"task_id": t.task_id, "created": t.created, "latency": t.latency, "callback_url": bool(
-                t.callback_url), "callback_sent": t.callback_sent} for t in self.tasks.values()]
+                t.callback_url), "callback_sent": t.callback_sent, "polls": self.polls_by_task[t.task_id],
+                "seen_done": t.seen_done} for t in self.tasks.values()]
 
     def charge_log(self) -> list[dict[str, Any]]:
         with self.lock:

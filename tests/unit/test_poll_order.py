@@ -1,0 +1,206 @@
+"""``DuePolls``: which running tasks to poll and when, so places under the running cap free as tasks end.
+
+A fake clock; no I/O. The order is oldest first, a task is due once as old as the longest service time seen
+lately (bounded by twice the median), one poll interval later while nothing waits for room, and a task found
+still running is not looked at again sooner than the schedule allows (Kie: about one look per second per task).
+"""
+
+from __future__ import annotations
+
+import random
+
+from airflow_sora.polling import DuePolls, PollSchedule
+from airflow_sora.services.models import TaskState, TaskStatus
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def finished(task_id: str, took: float) -> TaskStatus:
+    return TaskStatus(task_id=task_id, state=TaskState.SUCCEEDED, created_at_ms=1_000_000,
+                      completed_at_ms=1_000_000 + round(took * 1000))
+
+
+def running(task_id: str) -> TaskStatus:
+    return TaskStatus(task_id=task_id, state=TaskState.RUNNING, created_at_ms=1_000_000)
+
+
+def polls(clock: Clock | None = None, **schedule: float) -> DuePolls:
+    return DuePolls(PollSchedule(**schedule), clock=clock or Clock())
+
+
+def test_before_any_task_finished_the_first_look_is_the_schedules() -> None:
+    clock = Clock()
+    due = polls(clock, first_poll_after=2.0)
+    due.add("a")
+    clock.now += 1.9
+    assert due.due(urgent=True) == []
+    clock.now += 0.1
+    assert due.due(urgent=True) == ["a"]
+    assert due.next_due(urgent=True) == 102.0
+
+
+def test_a_task_is_due_once_as_old_as_the_longest_service_time_seen_plus_a_margin_that_shrinks() -> None:
+    clock = Clock()
+    due = polls(clock)
+    for took in (1.5, 2.5, 2.0):
+        due.observe(took)
+    assert due.expected_latency() == 2.5 + 1.0 / 2  # few seen: the range's end may be well past the longest
+    due.add("a")
+    clock.now += 2.75
+    assert due.due(urgent=True) == []
+    clock.now += 0.25
+    assert due.due(urgent=True) == ["a"]
+    for _ in range(97):
+        due.observe(2.0)
+    assert due.expected_latency() == 2.5 + 1.0 / 99
+
+
+def test_finished_tasks_teach_their_service_time_and_leave() -> None:
+    clock = Clock()
+    due = polls(clock)
+    due.add("a")
+    clock.now += 2.0
+    due.polled("a", finished("a", 1.7))
+    assert "a" not in due and len(due) == 0
+    assert due.expected_latency() == 2.0  # one seen: not less than the schedule's first look
+    due.observe(2.5)
+    assert due.expected_latency() == 2.5 + 0.8
+
+
+def test_a_time_measured_here_is_not_learned_so_late_looks_do_not_push_the_next_ones_later() -> None:
+    due = polls(first_poll_after=2.0)
+    due.add("a")
+    due.polled("a", TaskStatus(task_id="a", state=TaskState.SUCCEEDED))  # no service times in the reply
+    assert due.expected_latency() == 2.0
+
+
+def test_due_tasks_come_oldest_first() -> None:
+    clock = Clock()
+    due = polls(clock)
+    due.observe(2.0)
+    for name in "abc":
+        due.add(name)
+        clock.now += 0.5
+    due.add("d", created_at=clock.now - 5)  # answered late, created earlier: the order is the order of adding
+    clock.now += 2.0
+    assert due.due(urgent=True) == ["a", "b", "c", "d"]
+    assert due.task_ids == ["a", "b", "c", "d"]
+    assert due.next_due(urgent=True) == 96.5 + 2.0 and due.last_due(urgent=True) == 101.0 + 2.0  # "d", "c"
+
+
+def test_without_a_create_waiting_for_room_a_task_waits_one_more_poll_interval() -> None:
+    clock = Clock()
+    due = polls(clock)
+    due.observe(2.0)
+    due.add("a")
+    clock.now += 2.0
+    assert due.due(urgent=True) == ["a"]
+    assert due.due(urgent=False) == []
+    assert due.next_due(urgent=False) == 100.0 + 2.0 + 1.0  # Kie's one-per-second ceiling, as the schedule has it
+    clock.now += 1.0
+    assert due.due(urgent=False) == ["a"]
+
+
+def test_a_task_still_running_is_not_looked_at_again_within_a_second() -> None:
+    clock = Clock()
+    due = polls(clock)
+    due.observe(2.0)
+    due.add("a")
+    due.add("b")
+    clock.now += 2.0
+    due.polled("a", running("a"))
+    due.polled("b", None)  # the poll failed: says nothing, look again later
+    assert due.due(urgent=True) == []
+    clock.now += 0.99
+    assert due.due(urgent=True) == []
+    clock.now += 0.01
+    assert due.due(urgent=True) == ["a", "b"]
+
+
+def test_an_old_task_backs_off_as_the_spec_says() -> None:
+    clock = Clock()
+    due = polls(clock)
+    due.add("slow")
+    clock.now += 45
+    due.polled("slow", running("slow"))
+    assert due.next_due(urgent=True) == clock.now + 5.0  # 5-10 s after 30 s
+    clock.now += 100
+    due.polled("slow", running("slow"))
+    assert due.next_due(urgent=True) == clock.now + 15.0  # 15-30 s after 2 minutes
+
+
+def test_until_a_service_time_was_seen_only_a_poll_frees_a_place() -> None:
+    clock = Clock()
+    due = polls(clock)
+    due.add("a")
+    clock.now += 60
+    assert due.running() == 1 and due.next_release() is None
+    due.polled("a", finished("a", 2.0))
+    assert due.running() == 0
+
+
+def test_a_task_past_its_due_time_no_longer_holds_a_place_unless_a_poll_found_it_running() -> None:
+    clock = Clock()
+    due = polls(clock)
+    for _ in range(101):
+        due.observe(2.0)
+    due.add("a")
+    clock.now += 1.0
+    due.add("b")
+    assert due.running() == 2 and due.next_release() == 102.0
+    clock.now += 1.0
+    assert due.running() == 1  # "a" is as old as every task seen when it ended: its place is free
+    due.polled("a", running("a"))  # the rare one that was not: it holds its place again
+    assert due.running() == 2 and due.next_release() == 103.0
+    clock.now += 1.0
+    assert due.running() == 1
+
+
+def test_one_slow_task_does_not_hold_back_the_rest() -> None:
+    due = polls()
+    for _ in range(50):
+        due.observe(2.0)
+    due.observe(60.0)
+    assert due.expected_latency() == 4.0  # twice the median, not the outlier and its range
+
+
+def test_only_recent_service_times_count() -> None:
+    due = DuePolls(PollSchedule(), window=10)
+    for _ in range(10):
+        due.observe(9.0)
+    for _ in range(10):
+        due.observe(2.0)
+    assert due.expected_latency() == 2.0  # the window holds only the newest ten
+
+
+def test_polling_at_the_due_time_costs_about_one_status_call_per_task() -> None:
+    """A simulated batch at the cap (tasks take 2 s +/- 0.5 s): the due time finds almost every task finished at
+    the first look, so status calls stay within a few of one per task, and a finished task goes unseen for less
+    than the spread of the service times."""
+    rng = random.Random(7)
+    clock = Clock()
+    due = polls(clock)
+    took: dict[str, float] = {}
+    created: dict[str, float] = {}
+    calls = 0
+    unseen: list[float] = []
+    for k in range(2000):
+        task_id = f"t{k}"
+        due.add(task_id)
+        created[task_id], took[task_id] = clock.now, rng.uniform(1.5, 2.5)
+        clock.now += 0.02
+        for looked in due.due(urgent=True):
+            calls += 1
+            if clock.now >= created[looked] + took[looked]:
+                unseen.append(clock.now - created[looked] - took[looked])
+                due.polled(looked, finished(looked, took[looked]))
+            else:
+                due.polled(looked, running(looked))
+    assert calls <= 2000 * 1.01
+    assert max(unseen) <= 1.0 + 0.02
