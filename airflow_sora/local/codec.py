@@ -125,7 +125,7 @@ def from_planes(planes: Planes) -> av.VideoFrame:
 def transcode(src: str, dst: str, settings: EngineSettings, edit: Callable[[int, Planes], bool],
               *, metadata: dict[str, str] | None = None, lookahead: int = 0,
               peek: Callable[[int, Planes], None] | None = None) -> int:
-    """Decode ``src``, let ``edit`` change each frame's planes in place (it says whether it did), encode to
+    """Decode ``src``, let ``edit`` change each frame's planes in place, encode to
     ``dst`` with the audio remuxed; returns the number of frames written. Timestamps and the audio packets pass
     through unchanged. Decoding runs ahead of ``edit`` and encoding behind it, each on a thread of its own.
     ``peek`` sees each frame as decoded, ``lookahead`` frames before ``edit`` gets it: what comes next can
@@ -143,29 +143,27 @@ def transcode(src: str, dst: str, settings: EngineSettings, edit: Callable[[int,
                 out.mux(item if isinstance(item, av.Packet) else vout.encode(item))
 
             counts = {"decoded": 0, "written": 0}
-            pending: deque[tuple[Any, Planes]] = deque()
+            pending: deque[Planes] = deque()
 
-            def finish(frame: Any, planes: Planes, writer: Behind[Any]) -> None:
-                changed = edit(counts["written"], planes)  # its own arrays: editing leaves the frame as it is
-                if not changed:
-                    frame.pict_type = av.video.frame.PictureType.NONE  # let the encoder choose
-                writer.put(from_planes(planes) if changed else frame)
+            def finish(planes: Planes, writer: Behind[Any]) -> None:
+                edit(counts["written"], planes)
+                writer.put(from_planes(planes))  # a new frame either way: the decoder's go back to it at once
                 counts["written"] += 1
 
             with Behind(write) as writer:
-                for frame, planes in ahead(_demuxed(inp, vin, ain)):
+                for packet, planes in ahead(_demuxed(inp, vin, ain)):
                     if planes is None:  # an audio packet: remuxed as it is
-                        frame.stream = aout
-                        writer.put(frame)
+                        packet.stream = aout
+                        writer.put(packet)
                         continue
                     if peek is not None:
                         peek(counts["decoded"], planes)
                     counts["decoded"] += 1
-                    pending.append((frame, planes))
+                    pending.append(planes)
                     if len(pending) > lookahead:
-                        finish(*pending.popleft(), writer)
+                        finish(pending.popleft(), writer)
                 while pending:
-                    finish(*pending.popleft(), writer)
+                    finish(pending.popleft(), writer)
             out.mux(vout.encode(None))
             return counts["written"]
     except av.FFmpegError as exc:
@@ -174,11 +172,12 @@ def transcode(src: str, dst: str, settings: EngineSettings, edit: Callable[[int,
 
 
 def _demuxed(inp: Any, vin: Any, ain: Any) -> Iterator[tuple[Any, Planes | None]]:
-    """Decoded video frames with their planes, and audio packets (with None), in the file's order."""
+    """Decoded video frames' planes (copies: the decoder's frames are released at once), and audio packets
+    (with None), in the file's order."""
     for packet in inp.demux(*(s for s in (vin, ain) if s is not None)):
         if packet.stream is vin:
             for frame in packet.decode():
-                yield frame, to_planes(frame)
+                yield None, to_planes(frame)
         elif packet.dts is not None and ain is not None:
             yield packet, None
 
