@@ -13,6 +13,10 @@ process's share of what the account accepted, and while creates succeed it climb
 above, the configured rate. Processes sharing an account converge to their shares of its limit without
 talking to each other. ``AIRFLOW_SORA_ADAPTIVE_PACING=0`` turns the adaptation off (every process at the full
 rate, 429s only pause), for comparison.
+
+Where a Redis connection is configured, every process also takes each create from one account-wide window
+there (``AccountWindow``): the account's limit then holds by construction, whenever processes start, and the
+adaptation only takes over while Redis is unavailable.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+
+from airflow_sora.account_window import AccountWindow, account_digest, limiter_from_connection
 
 #: Kie's documented limit, with a small margin so network jitter does not push two sends into one window.
 KIE_CREATES_PER_WINDOW = 20
@@ -107,17 +113,21 @@ class TokenBucket:
     """``rate`` tokens per second, at most ``capacity`` saved up. Thread-safe; usable from asyncio too.
 
     With ``adaptive`` (the default) ``rate`` moves between ``max_rate`` and a floor as the service accepts
-    (``on_success``) or refuses (``on_throttle``) creates; see ``AdaptiveRate``.
+    (``on_success``) or refuses (``on_throttle``) creates; see ``AdaptiveRate``. With an ``account`` window,
+    each create also waits for room in it; while that window is in charge a 429 only pauses (someone outside
+    it sent), and the adaptation resumes if it becomes unavailable.
     """
 
     def __init__(self, rate: float, capacity: float = 1.0, *, clock: Callable[[], float] = time.monotonic,
-                 adaptive: bool = True, window: float = KIE_WINDOW_SECONDS) -> None:
+                 adaptive: bool = True, window: float = KIE_WINDOW_SECONDS,
+                 account: AccountWindow | None = None) -> None:
         if rate <= 0 or capacity < 1:
             raise ValueError("rate must be > 0 and capacity >= 1")
         self.rate = rate
         self.max_rate = rate
         self.capacity = capacity
         self.adaptive = AdaptiveRate(rate, window=window) if adaptive else None
+        self.account = account
         self._clock = clock
         self._lock = threading.Lock()
         self._tokens = capacity
@@ -142,12 +152,16 @@ class TokenBucket:
         wait = self.reserve()
         if wait > 0:
             sleep(wait)
+        if self.account is not None:
+            wait += self.account.acquire(sleep)
         return wait
 
     async def aacquire(self) -> float:
         wait = self.reserve()
         if wait > 0:
             await asyncio.sleep(wait)
+        if self.account is not None:
+            wait += await self.account.aacquire()
         return wait
 
     def pause(self, seconds: float) -> None:
@@ -166,10 +180,11 @@ class TokenBucket:
 
     def on_throttle(self, seconds: float | None = None) -> None:
         """A paid create was refused (429): pause for ``seconds`` (its Retry-After or back-off) and slow down."""
+        adapt = self.adaptive is not None and (self.account is None or not self.account.in_charge)
         with self._lock:
             now = self._clock()
             hold_until = now + (seconds or 0.0)
-            if self.adaptive is not None:
+            if adapt and self.adaptive is not None:
                 self._refill(now)
                 self.rate, adaptive_hold = self.adaptive.on_throttle(now)
                 hold_until = max(hold_until, adaptive_hold)
@@ -189,14 +204,26 @@ _REGISTRY_LOCK = threading.Lock()
 
 
 def shared_bucket(service: str, base_url: str, api_key: str, rate: float, capacity: float = 1.0, *,
-                  window: float = KIE_WINDOW_SECONDS) -> TokenBucket:
-    """The process-wide bucket for one account at one endpoint (keyed by a hash, never the key itself)."""
+                  window: float = KIE_WINDOW_SECONDS, redis_conn_id: str | None = None) -> TokenBucket:
+    """The process-wide bucket for one account at one endpoint (keyed by a hash, never the key itself).
+
+    With ``redis_conn_id`` its creates also go through the account-wide window in that Redis, which holds
+    ``rate`` x ``window`` creates (rounded down) per ``window`` seconds for every process on the account.
+    """
     account = hashlib.sha256(api_key.encode()).hexdigest()[:16]
-    name = f"{service}|{base_url.rstrip('/')}|{account}|{rate:g}|{capacity:g}"
+    name = f"{service}|{base_url.rstrip('/')}|{account}|{rate:g}|{capacity:g}|{redis_conn_id or ''}"
     with _REGISTRY_LOCK:
         bucket = _BUCKETS.get(name)
         if bucket is None:
-            bucket = _BUCKETS[name] = TokenBucket(rate, capacity, adaptive=adaptive_from_env(), window=window)
+            shared = None
+            if redis_conn_id:
+                conn_id = redis_conn_id
+                shared = AccountWindow(lambda: limiter_from_connection(conn_id),
+                                       account_digest(service, base_url, api_key),
+                                       limit=max(1, int(rate * window + 1e-9)), window=max(1, round(window)),
+                                       label=f"The account-wide rate limiter (Redis connection {conn_id!r})")
+            bucket = _BUCKETS[name] = TokenBucket(rate, capacity, adaptive=adaptive_from_env(), window=window,
+                                                  account=shared)
         return bucket
 
 
