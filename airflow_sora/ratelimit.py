@@ -211,7 +211,7 @@ def shared_bucket(service: str, base_url: str, api_key: str, rate: float, capaci
     ``rate`` x ``window`` creates (rounded down) per ``window`` seconds for every process on the account.
     """
     account = hashlib.sha256(api_key.encode()).hexdigest()[:16]
-    name = f"{service}|{base_url.rstrip('/')}|{account}|{rate:g}|{capacity:g}|{redis_conn_id or ''}"
+    name = f"{service}|{base_url.rstrip('/')}|{account}|{rate:g}|{capacity:g}|{window:g}|{redis_conn_id or ''}"
     with _REGISTRY_LOCK:
         bucket = _BUCKETS.get(name)
         if bucket is None:

@@ -67,6 +67,7 @@ def config_from_connection(conn: Any, *, conn_type: str, default_base_url: str,
         allow_private_result_hosts=str(extras.get("allow_private_result_hosts", "false")).lower() in _TRUE,
         retry=policy,
         create_rate=_create_rate(extras),
+        create_window=float(extras.get("create_window", KIE_WINDOW_SECONDS)),
         rate_limiter_conn_id=str(extras["rate_limiter_conn_id"]) if "rate_limiter_conn_id" in extras else None,
     )
 

@@ -118,3 +118,40 @@ def test_shared_bucket_holds_the_configured_rate_in_the_account_window() -> None
     assert bucket.account is not None
     assert bucket.account.key.endswith("/19/10/second") and KEY not in bucket.account.key
     assert shared_bucket("kie", "http://unit-window", KEY, kie_default_rate()) is not bucket  # without: its own
+
+
+def test_in_an_event_loop_the_store_is_asked_from_a_thread() -> None:
+    import asyncio
+    import threading
+
+    asked_from: list[threading.Thread] = []
+    limiter = FakeLimiter(free=0, reset_in=0.01)
+    hit = limiter.hit
+
+    def hit_once_freed(item: RateLimitItem, *identifiers: str) -> bool:
+        asked_from.append(threading.current_thread())
+        limiter.free = 1 if len(asked_from) == 2 else limiter.free
+        return hit(item, *identifiers)
+
+    limiter.hit = hit_once_freed  # type: ignore[method-assign]
+
+    async def main() -> float:
+        return await window(limiter).aacquire()
+
+    assert asyncio.run(main()) > 0
+    assert len(asked_from) == 2 and threading.main_thread() not in asked_from
+
+
+def test_the_connection_names_the_redis_connection_and_its_window_follows_the_account_limit() -> None:
+    from airflow.models.connection import Connection
+
+    from airflow_sora.hooks.base import config_from_connection
+
+    conn = Connection(conn_id="kie_unit", conn_type="kie", host="http://unit-conn", password=KEY,
+                      extra={"create_limit": 4, "create_window": 2, "rate_limiter_conn_id": "sora_limiter"})
+    config = config_from_connection(conn, conn_type="kie", default_base_url="https://api.kie.ai",
+                                    default_read_timeout=30.0)
+    assert config.rate_limiter_conn_id == "sora_limiter" and config.create_window == 2.0
+    bucket = config.create_limiter("kie", kie_default_rate())
+    assert bucket is not None and bucket.account is not None
+    assert bucket.account.key.endswith("/3/2/second")  # 4 per 2 s with the 3% margin, rounded down
