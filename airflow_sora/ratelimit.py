@@ -48,13 +48,18 @@ class AdaptiveRate:
       last ``window`` seconds, divided by ``window``, is its share of the limit (the shares of all processes
       add up to the limit). The rate drops to ``share_margin`` times that share: processes that started
       together and each met one refusal now send, together, just under the limit.
-    - Later refusals: the rate is cut by ``beta`` (multiplicative decrease), never below ``min_rate``.
+    - Later refusals: the rate is cut by ``beta`` (multiplicative decrease), or to ``share_margin`` times the
+      share if that is lower (a newcomer took part of this process's share: go straight there, instead of
+      meeting one 429 per ``beta`` step), never below ``min_rate``.
     - After a refusal it says how long to hold off: until this process's oldest accepted create still in the
       window leaves it (at start-up they were all accepted together, and until then the window stays full),
       and at least one interval at the new rate.
     - While creates succeed the rate climbs back along a cubic (TCP CUBIC, as the AWS SDKs do): to the rate at
       which the refusal came, flat around it, then faster beyond it, gaining ``max_rate * (t / recovery)**3``
-      after t seconds past it, to find capacity that others freed. Never above ``max_rate``.
+      after t seconds past it, to find capacity that others freed. Never above ``max_rate``. ``recovery``
+      (3 windows) bounds how long a process whose peers finished takes to be back at the full rate: about
+      half a minute, where runs start and end seconds apart (9 windows left a lone process one to two
+      minutes below the limit; shorter means more 429s while processes share the account).
     """
 
     def __init__(self, max_rate: float, *, window: float = KIE_WINDOW_SECONDS, beta: float = 0.9,
@@ -67,7 +72,7 @@ class AdaptiveRate:
         self.beta = beta
         self.share_margin = share_margin
         self.min_rate = min_rate if min_rate is not None else max_rate / 16
-        self.recovery = recovery if recovery is not None else 9 * window
+        self.recovery = recovery if recovery is not None else 3 * window
         self._scale = max_rate / self.recovery**3
         self._accepted: deque[float] = deque()  # this process's accepted creates in the last ``window`` s
         self._w_max = max_rate  # the rate the cubic returns to
@@ -100,7 +105,10 @@ class AdaptiveRate:
             self.rate = max(self.min_rate, self.share_margin * share)
         else:
             self._w_max = self.rate
-            self.rate = max(self.min_rate, self.beta * self.rate)
+            cut = self.beta * self.rate
+            if share > 0:
+                cut = min(cut, self.share_margin * share)
+            self.rate = max(self.min_rate, cut)
         self._k = (max(0.0, self._w_max - self.rate) / self._scale) ** (1 / 3)
         hold_until = now + 1 / self.rate
         if self._accepted:
