@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -30,6 +31,8 @@ from collections import deque
 from collections.abc import Callable
 
 from airflow_sora.account_window import AccountWindow, account_digest, limiter_from_connection
+
+log = logging.getLogger(__name__)
 
 #: Kie's documented limit, with a small margin so network jitter does not push two sends into one window.
 KIE_CREATES_PER_WINDOW = 20
@@ -226,10 +229,15 @@ def shared_bucket(service: str, base_url: str, api_key: str, rate: float, capaci
             shared = None
             if redis_conn_id:
                 conn_id = redis_conn_id
-                shared = AccountWindow(lambda: limiter_from_connection(conn_id),
-                                       account_digest(service, base_url, api_key),
-                                       limit=max(1, int(rate * window + 1e-9)), window=max(1, round(window)),
-                                       label=f"The account-wide rate limiter (Redis connection {conn_id!r})")
+                try:
+                    shared = AccountWindow(lambda: limiter_from_connection(conn_id),
+                                           account_digest(service, base_url, api_key),
+                                           limit=max(1, int(rate * window + 1e-9)), window=max(1, round(window)),
+                                           label=f"The account-wide rate limiter (Redis connection {conn_id!r})")
+                except ImportError as exc:  # never fail a batch for the limiter
+                    log.warning("rate_limiter_conn_id %r needs the redis extra (pip install "
+                                "\"airflow-provider-sora[redis]\"): %s; creates are paced by this process alone",
+                                conn_id, exc)
             bucket = _BUCKETS[name] = TokenBucket(rate, capacity, adaptive=adaptive_from_env(), window=window,
                                                   account=shared)
         return bucket

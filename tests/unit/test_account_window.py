@@ -155,3 +155,14 @@ def test_the_connection_names_the_redis_connection_and_its_window_follows_the_ac
     bucket = config.create_limiter("kie", kie_default_rate())
     assert bucket is not None and bucket.account is not None
     assert bucket.account.key.endswith("/3/2/second")  # 4 per 2 s with the 3% margin, rounded down
+
+
+def test_without_the_redis_extra_the_process_paces_alone_with_a_warning(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "limits", None)  # as if the extra were not installed
+    with caplog.at_level(logging.WARNING):
+        bucket = shared_bucket("kie", "http://unit-no-extra", KEY, kie_default_rate(), redis_conn_id="sora_limiter")
+    assert bucket.account is None and bucket.adaptive is not None
+    assert "redis extra" in caplog.text and KEY not in caplog.text
