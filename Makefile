@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-dev
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[s3,openlineage,local]" --group dev
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[s3,openlineage,local,redis]" --group dev
 	touch $(STAMP)
 
 ## demo: run the example batch DAG against the bundled sandbox; videos land in ./output/
@@ -27,7 +27,7 @@ VENV31 := .venv-3.1
 $(VENV31)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV31)
 	$(VENV31)/bin/python -m pip install --quiet --upgrade pip uv
-	$(VENV31)/bin/uv pip install --quiet --python $(VENV31)/bin/python "apache-airflow==3.1.8" -e ".[s3,openlineage,local]" \
+	$(VENV31)/bin/uv pip install --quiet --python $(VENV31)/bin/python "apache-airflow==3.1.8" -e ".[s3,openlineage,local,redis]" \
 		--group dev
 	touch $(VENV31)/.installed
 

@@ -50,6 +50,12 @@ def get_provider_info() -> dict[str, Any]:
         "description": "Where Kie stores results: s3 (default) or oss (better reach from mainland China).",
         "schema": {"type": ["string", "null"], "enum": ["s3", "oss", None]},
     }
+    kie["conn-fields"]["rate_limiter_conn_id"] = {
+        "label": "Rate limiter (Redis connection id)",
+        "description": "A Redis connection holding one window of creates for the whole account, shared by every "
+        "worker and run (needs the redis extra). Empty: each process paces itself adaptively.",
+        "schema": {"type": ["string", "null"]},
+    }
     savesora = _connection_type("savesora", "SaveSoraHook", "SaveSora", "https://savesora.com")
     savesora["conn-fields"]["read_timeout"]["description"] += " SaveSora works synchronously: allow 120 s."
     return {

@@ -13,17 +13,26 @@ process's share of what the account accepted, and while creates succeed it climb
 above, the configured rate. Processes sharing an account converge to their shares of its limit without
 talking to each other. ``AIRFLOW_SORA_ADAPTIVE_PACING=0`` turns the adaptation off (every process at the full
 rate, 429s only pause), for comparison.
+
+Where a Redis connection is configured, every process also takes each create from one account-wide window
+there (``AccountWindow``): the account's limit then holds by construction, whenever processes start, and the
+adaptation only takes over while Redis is unavailable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+
+from airflow_sora.account_window import AccountWindow, account_digest, limiter_from_connection
+
+log = logging.getLogger(__name__)
 
 #: Kie's documented limit, with a small margin so network jitter does not push two sends into one window.
 KIE_CREATES_PER_WINDOW = 20
@@ -42,13 +51,18 @@ class AdaptiveRate:
       last ``window`` seconds, divided by ``window``, is its share of the limit (the shares of all processes
       add up to the limit). The rate drops to ``share_margin`` times that share: processes that started
       together and each met one refusal now send, together, just under the limit.
-    - Later refusals: the rate is cut by ``beta`` (multiplicative decrease), never below ``min_rate``.
+    - Later refusals: the rate is cut by ``beta`` (multiplicative decrease), or to ``share_margin`` times the
+      share if that is lower (a newcomer took part of this process's share: go straight there, instead of
+      meeting one 429 per ``beta`` step), never below ``min_rate``.
     - After a refusal it says how long to hold off: until this process's oldest accepted create still in the
       window leaves it (at start-up they were all accepted together, and until then the window stays full),
       and at least one interval at the new rate.
     - While creates succeed the rate climbs back along a cubic (TCP CUBIC, as the AWS SDKs do): to the rate at
       which the refusal came, flat around it, then faster beyond it, gaining ``max_rate * (t / recovery)**3``
-      after t seconds past it, to find capacity that others freed. Never above ``max_rate``.
+      after t seconds past it, to find capacity that others freed. Never above ``max_rate``. ``recovery``
+      (3 windows) bounds how long a process whose peers finished takes to be back at the full rate: about
+      half a minute, where runs start and end seconds apart (9 windows left a lone process one to two
+      minutes below the limit; shorter means more 429s while processes share the account).
     """
 
     def __init__(self, max_rate: float, *, window: float = KIE_WINDOW_SECONDS, beta: float = 0.9,
@@ -61,7 +75,7 @@ class AdaptiveRate:
         self.beta = beta
         self.share_margin = share_margin
         self.min_rate = min_rate if min_rate is not None else max_rate / 16
-        self.recovery = recovery if recovery is not None else 9 * window
+        self.recovery = recovery if recovery is not None else 3 * window
         self._scale = max_rate / self.recovery**3
         self._accepted: deque[float] = deque()  # this process's accepted creates in the last ``window`` s
         self._w_max = max_rate  # the rate the cubic returns to
@@ -94,7 +108,10 @@ class AdaptiveRate:
             self.rate = max(self.min_rate, self.share_margin * share)
         else:
             self._w_max = self.rate
-            self.rate = max(self.min_rate, self.beta * self.rate)
+            cut = self.beta * self.rate
+            if share > 0:
+                cut = min(cut, self.share_margin * share)
+            self.rate = max(self.min_rate, cut)
         self._k = (max(0.0, self._w_max - self.rate) / self._scale) ** (1 / 3)
         hold_until = now + 1 / self.rate
         if self._accepted:
@@ -107,17 +124,21 @@ class TokenBucket:
     """``rate`` tokens per second, at most ``capacity`` saved up. Thread-safe; usable from asyncio too.
 
     With ``adaptive`` (the default) ``rate`` moves between ``max_rate`` and a floor as the service accepts
-    (``on_success``) or refuses (``on_throttle``) creates; see ``AdaptiveRate``.
+    (``on_success``) or refuses (``on_throttle``) creates; see ``AdaptiveRate``. With an ``account`` window,
+    each create also waits for room in it; while that window is in charge a 429 only pauses (someone outside
+    it sent), and the adaptation resumes if it becomes unavailable.
     """
 
     def __init__(self, rate: float, capacity: float = 1.0, *, clock: Callable[[], float] = time.monotonic,
-                 adaptive: bool = True, window: float = KIE_WINDOW_SECONDS) -> None:
+                 adaptive: bool = True, window: float = KIE_WINDOW_SECONDS,
+                 account: AccountWindow | None = None) -> None:
         if rate <= 0 or capacity < 1:
             raise ValueError("rate must be > 0 and capacity >= 1")
         self.rate = rate
         self.max_rate = rate
         self.capacity = capacity
         self.adaptive = AdaptiveRate(rate, window=window) if adaptive else None
+        self.account = account
         self._clock = clock
         self._lock = threading.Lock()
         self._tokens = capacity
@@ -142,12 +163,16 @@ class TokenBucket:
         wait = self.reserve()
         if wait > 0:
             sleep(wait)
+        if self.account is not None:
+            wait += self.account.acquire(sleep)
         return wait
 
     async def aacquire(self) -> float:
         wait = self.reserve()
         if wait > 0:
             await asyncio.sleep(wait)
+        if self.account is not None:
+            wait += await self.account.aacquire()
         return wait
 
     def pause(self, seconds: float) -> None:
@@ -166,10 +191,11 @@ class TokenBucket:
 
     def on_throttle(self, seconds: float | None = None) -> None:
         """A paid create was refused (429): pause for ``seconds`` (its Retry-After or back-off) and slow down."""
+        adapt = self.adaptive is not None and (self.account is None or not self.account.in_charge)
         with self._lock:
             now = self._clock()
             hold_until = now + (seconds or 0.0)
-            if self.adaptive is not None:
+            if adapt and self.adaptive is not None:
                 self._refill(now)
                 self.rate, adaptive_hold = self.adaptive.on_throttle(now)
                 hold_until = max(hold_until, adaptive_hold)
@@ -189,14 +215,31 @@ _REGISTRY_LOCK = threading.Lock()
 
 
 def shared_bucket(service: str, base_url: str, api_key: str, rate: float, capacity: float = 1.0, *,
-                  window: float = KIE_WINDOW_SECONDS) -> TokenBucket:
-    """The process-wide bucket for one account at one endpoint (keyed by a hash, never the key itself)."""
+                  window: float = KIE_WINDOW_SECONDS, redis_conn_id: str | None = None) -> TokenBucket:
+    """The process-wide bucket for one account at one endpoint (keyed by a hash, never the key itself).
+
+    With ``redis_conn_id`` its creates also go through the account-wide window in that Redis, which holds
+    ``rate`` x ``window`` creates (rounded down) per ``window`` seconds for every process on the account.
+    """
     account = hashlib.sha256(api_key.encode()).hexdigest()[:16]
-    name = f"{service}|{base_url.rstrip('/')}|{account}|{rate:g}|{capacity:g}"
+    name = f"{service}|{base_url.rstrip('/')}|{account}|{rate:g}|{capacity:g}|{window:g}|{redis_conn_id or ''}"
     with _REGISTRY_LOCK:
         bucket = _BUCKETS.get(name)
         if bucket is None:
-            bucket = _BUCKETS[name] = TokenBucket(rate, capacity, adaptive=adaptive_from_env(), window=window)
+            shared = None
+            if redis_conn_id:
+                conn_id = redis_conn_id
+                try:
+                    shared = AccountWindow(lambda: limiter_from_connection(conn_id),
+                                           account_digest(service, base_url, api_key),
+                                           limit=max(1, int(rate * window + 1e-9)), window=max(1, round(window)),
+                                           label=f"The account-wide rate limiter (Redis connection {conn_id!r})")
+                except ImportError as exc:  # never fail a batch for the limiter
+                    log.warning("rate_limiter_conn_id %r needs the redis extra (pip install "
+                                "\"airflow-provider-sora[redis]\"): %s; creates are paced by this process alone",
+                                conn_id, exc)
+            bucket = _BUCKETS[name] = TokenBucket(rate, capacity, adaptive=adaptive_from_env(), window=window,
+                                                  account=shared)
         return bucket
 
 

@@ -36,7 +36,7 @@ metadata = next(n for n in wheel if n.endswith(".dist-info/METADATA"))
 text = zipfile.ZipFile(wheels[0]).read(metadata).decode()
 assert "License-Expression: Apache-2.0" in text, "no SPDX license expression in the metadata"
 extras = sorted(line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("Provides-Extra: "))
-assert extras == ["local", "openlineage", "s3"], f"public extras should be local, s3 and openlineage only, found {extras}"
+assert extras == ["local", "openlineage", "redis", "s3"], f"public extras should be local, openlineage, redis and s3 only, found {extras}"
 print(f"{wheels[0].name}: LICENSE, NOTICE, py.typed, License-Expression, extras {extras}")
 print(f"{sdists[0].name}: LICENSE, NOTICE")
 EOF

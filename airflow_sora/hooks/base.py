@@ -67,6 +67,8 @@ def config_from_connection(conn: Any, *, conn_type: str, default_base_url: str,
         allow_private_result_hosts=str(extras.get("allow_private_result_hosts", "false")).lower() in _TRUE,
         retry=policy,
         create_rate=_create_rate(extras),
+        create_window=float(extras.get("create_window", KIE_WINDOW_SECONDS)),
+        rate_limiter_conn_id=str(extras["rate_limiter_conn_id"]) if "rate_limiter_conn_id" in extras else None,
     )
 
 
@@ -142,4 +144,5 @@ class SoraServiceHook(BaseHook):
         }
         if with_upload_method:
             widgets["upload_method"] = StringField("Upload method (s3 or oss)")
+            widgets["rate_limiter_conn_id"] = StringField("Rate limiter (Redis connection id)")
         return widgets

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from pydantic import SecretStr
 
-from airflow_sora.ratelimit import TokenBucket, shared_bucket
+from airflow_sora.ratelimit import KIE_WINDOW_SECONDS, TokenBucket, shared_bucket
 from airflow_sora.services.models import CreditBalance, RemovalResult, Submission, TaskStatus
 from airflow_sora.services.transport import AsyncTransport, RetryPolicy, SyncTransport, TransportSettings
 
@@ -37,13 +37,16 @@ class ServiceConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     create_rate: float | None = None  # paid creates per second; None = the service's documented default
     create_burst: float = 1.0
+    create_window: float = KIE_WINDOW_SECONDS  # the account's limit counts creates per this many seconds
+    rate_limiter_conn_id: str | None = None  # a Redis connection holding the account-wide window of creates
 
     def create_limiter(self, service: str, default_rate: float | None) -> TokenBucket | None:
         """The process-wide bucket for this account's creates, or None where no limit applies."""
         rate = self.create_rate if self.create_rate is not None else default_rate
         if not rate:
             return None
-        return shared_bucket(service, self.base_url, self.api_key.get_secret_value(), rate, self.create_burst)
+        return shared_bucket(service, self.base_url, self.api_key.get_secret_value(), rate, self.create_burst,
+                             window=self.create_window, redis_conn_id=self.rate_limiter_conn_id)
 
     def transport(self, headers: dict[str, str] | None = None) -> TransportSettings:
         return TransportSettings(

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from airflow_sora.sandbox.process import SandboxProcess
-from tests.deployment.cluster import Deployment, missing_services
+from tests.deployment.cluster import REDIS, Deployment, missing_services
 from tests.deployment.services import S3Process
 from tests.s3proxy import S3FaultProxy
 
@@ -59,6 +59,11 @@ def cluster() -> Iterator[Cluster]:
         "AIRFLOW_CONN_KIE_DEFAULT": sandbox.connection("kie", keys["kie"], max_retries=8),
         # creates paced at 2/s: a worker killed "while creating" is almost always between two creates
         "AIRFLOW_CONN_KIE_PACED": sandbox.connection("kie", keys["kie"], create_limit=4, create_window=2),
+        # every worker takes its creates from one account-wide window in the cluster's Redis
+        "AIRFLOW_CONN_KIE_SHARED": sandbox.connection("kie", keys["kie"], create_limit=4, create_window=2,
+                                                      rate_limiter_conn_id="sora_limiter"),
+        "AIRFLOW_CONN_SORA_LIMITER": json.dumps({"conn_type": "redis", "host": REDIS[0], "port": REDIS[1],
+                                                 "extra": {"db": deployment.redis_db}}),
         "AIRFLOW_CONN_SAVESORA_DEFAULT": sandbox.connection("savesora", keys["savesora"]),
         "AIRFLOW_CONN_AWS_DEFAULT": s3.connection(),
         "AIRFLOW_CONN_AWS_FAULTY": s3.connection(endpoint_url=proxy.url),
