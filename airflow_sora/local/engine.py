@@ -12,6 +12,9 @@ Decoding is cheap next to encoding, so the passes decode again rather than keep 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import os
 import time
 from collections.abc import Callable
@@ -78,6 +81,8 @@ def clean_file(src: str | os.PathLike[str], dst: str | os.PathLike[str],
         plans = _plans(matte, samples, (info.width, info.height))
         del samples  # memory: the plans keep what rendering needs
         hindsight = opening.hindsight(plans) if opening is not None else {}
+        del opening
+        _give_back_freed_memory()
         _render(source, target, settings, matte, plans, hindsight, report, tick)
         report.mark_found = report.marked_frames > 0
         report.segments = _segments(report.positions, plans, matte)
@@ -156,8 +161,8 @@ def _still(sample: Samples) -> tuple[np.ndarray, np.ndarray, np.ndarray, Box] | 
     luma = still_background(sample)
     if luma is None:
         return None
-    u = np.median(np.stack([c[0] for c in sample.unmarked_chroma]), axis=0)
-    v = np.median(np.stack([c[1] for c in sample.unmarked_chroma]), axis=0)
+    u = np.median(np.stack([c[0] for c in sample.unmarked_chroma]), axis=0).astype(np.float32)
+    v = np.median(np.stack([c[1] for c in sample.unmarked_chroma]), axis=0).astype(np.float32)
     return luma, u, v, sample.region
 
 
@@ -246,6 +251,15 @@ def _clean(index: int, planes: codec.Planes, plans: list[SegmentPlan],
     found = ([plan.still] if plan.still is not None else []) + references(plan)
     restore(planes.y, planes.u, planes.v, plan, gains, found)
     return plan
+
+
+def _give_back_freed_memory() -> None:
+    """Hand what the scan and learning freed back to the system before the render's buffers come: the C
+    library keeps freed heap for reuse otherwise, and a worker's peak is what counts. glibc only; a no-op
+    elsewhere."""
+    gc.collect()  # arrays held only by reference cycles go first
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _compact(reference: Reference) -> Reference:
