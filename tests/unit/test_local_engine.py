@@ -356,3 +356,26 @@ def test_the_scan_keeps_whole_frames_for_learning_only_where_they_fall_close_eno
     assert picks is not None and len(picks) == 16 and all(p % 4 == 0 and 60 <= p <= 125 for p in picks)
     assert picks == sorted(picks)
     assert kept.among(range(61, 64), 3) is None  # a short run between kept frames: decode those instead
+
+
+def test_the_follower_keeps_one_anchor_of_its_own_not_a_view_that_pins_a_whole_frame() -> None:
+    from airflow_sora.local.codec import Planes
+    from airflow_sora.local.follow import Follower
+
+    icon, word = drawn_mark()
+    canvas = texture(400, 600, seed=12)
+    first, second = (pan(canvas, i, 320, 180) for i in (0, 1))
+    plans = [true_plan(icon + word, 40, 30), true_plan(icon + word, 200, 110)]
+
+    def as_planes(luma: np.ndarray) -> Planes:
+        y, u, v = planes(luma)
+        return Planes(y, u, v, 0, None)
+
+    before, now = as_planes(first), as_planes(second)
+    follower = Follower()
+    for plan in plans:
+        assert follower.references(before, now, plan, fresh=True)
+    anchors = list(follower._anchors.values())
+    assert len(anchors) == 1  # the plan left behind has no anchor to keep
+    assert not any(np.shares_memory(plane, frame) for plane in anchors[0].crop
+                   for frame in (before.y, before.u, before.v))
