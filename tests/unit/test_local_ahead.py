@@ -69,16 +69,14 @@ def test_an_error_in_the_consumer_is_raised_in_the_caller() -> None:
         if n == 3:
             raise OSError("disk full")
 
-    with pytest.raises(OSError, match="disk full"):
-        with Behind(write, depth=1) as writer:
-            for n in range(1000):
-                writer.put(n)
+    with pytest.raises(OSError, match="disk full"), Behind(write, depth=1) as writer:
+        for n in range(1000):
+            writer.put(n)
 
 
 def test_when_the_caller_fails_behind_drops_the_rest_and_the_callers_error_stands() -> None:
     seen: list[int] = []
-    with pytest.raises(KeyError):
-        with Behind(seen.append, depth=1000) as writer:
-            writer.put(1)
-            raise KeyError("edit failed")
+    with pytest.raises(KeyError), Behind(seen.append, depth=1000) as writer:
+        writer.put(1)
+        raise KeyError("edit failed")
     assert seen in ([], [1])
