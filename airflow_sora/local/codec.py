@@ -122,7 +122,7 @@ def from_planes(planes: Planes) -> av.VideoFrame:
     return frame
 
 
-def transcode(src: str, dst: str, settings: EngineSettings, edit: Callable[[int, Planes], bool],
+def transcode(src: str, dst: str, settings: EngineSettings, edit: Callable[[int, Planes], None],
               *, metadata: dict[str, str] | None = None, lookahead: int = 0,
               peek: Callable[[int, Planes], None] | None = None) -> int:
     """Decode ``src``, let ``edit`` change each frame's planes in place, encode to

@@ -173,7 +173,7 @@ def _render(source: str, target: str, settings: EngineSettings, matte: Matte, pl
     leaving = _Leaving(plans)
     previous: list[tuple[codec.Planes, SegmentPlan | None]] = []  # the frame before (restored), its plan
 
-    def edit(index: int, planes: codec.Planes) -> bool:
+    def edit(index: int, planes: codec.Planes) -> None:
         def references(plan: SegmentPlan) -> list[Reference]:
             seen = hindsight.get(index)
             later = seen[1] if seen is not None and seen[0] is plan else []
@@ -189,7 +189,6 @@ def _render(source: str, target: str, settings: EngineSettings, matte: Matte, pl
             report.marked_frames += 1
         previous[:] = [(planes, plan)]
         tick("render", index + 1)
-        return plan is not None
 
     written = codec.transcode(source, target, settings, edit, lookahead=FADE_LOOKAHEAD, peek=leaving.peek)
     report.frames = written
@@ -218,15 +217,10 @@ class _Leaving:
         return any(score is not None and score < PRESENT_SCORE for score in ahead)
 
 
-def _before_end(index: int, plan: SegmentPlan) -> bool:
-    """Without a look ahead: near the end of the segment the scan saw."""
-    return index > plan.end - EDGE
-
-
 def _clean(index: int, planes: codec.Planes, plans: list[SegmentPlan],
-           references: Callable[[SegmentPlan], list[Reference]], before: SegmentPlan | None = None,
-           fading: Callable[[int, SegmentPlan], bool] = _before_end,
-           known: Callable[[int, SegmentPlan], float | None] = lambda _index, _plan: None) -> SegmentPlan | None:
+           references: Callable[[SegmentPlan], list[Reference]], before: SegmentPlan | None,
+           fading: Callable[[int, SegmentPlan], bool], known: Callable[[int, SegmentPlan], float | None]
+           ) -> SegmentPlan | None:
     """Find the mark in one frame (the plan of the segment it belongs to) and remove it; None if absent.
     References come best first after the still background (see ``follow``). ``before`` is the plan the frame
     before was cleaned with: well inside its segment the mark holds still, so it is not looked for again.
@@ -388,11 +382,15 @@ class _Opening:
                         outer=opening.outer.moved(-self.region.x, -self.region.y))
         seen: dict[int, tuple[SegmentPlan, list[Reference]]] = {}
         follower = Follower()
-        shown = [i for i, crop in enumerate(self.crops) if presence(crop.y, local) >= PRESENT_SCORE]
+        scores = [presence(crop.y, local) for crop in self.crops]
+        shown = [i for i, score in enumerate(scores) if score >= PRESENT_SCORE]
         leaves = shown[-1] if shown else -1  # the opening's last frame with the mark: it fades just before
 
         def fading(index: int, _plan: SegmentPlan) -> bool:
             return leaves - FADE_LOOKAHEAD < index <= leaves
+
+        def known(index: int, _plan: SegmentPlan) -> float:
+            return scores[index]
 
         later: tuple[codec.Planes, bool] | None = None  # the frame after (restored), and whether it had the mark
         for index in reversed(range(min(len(self.crops), leaves + 3))):  # from just after the mark left
@@ -400,7 +398,7 @@ class _Opening:
             found = follower.references(later[0], now, local, fresh=not later[1]) if later is not None else []
             if found and index <= opening.end + EDGE:
                 seen[index] = (opening, [_compact(reference) for reference in found])
-            marked = _clean(index, now, [local], _given(found), fading=fading) is not None
+            marked = _clean(index, now, [local], _given(found), None, fading, known) is not None
             later = (now, marked)
         self.crops.clear()
         return seen
