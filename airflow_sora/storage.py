@@ -292,6 +292,10 @@ def _link_exclusive(final: str, data: bytes) -> bool:
 
 
 _s3_error_code = error_code
+#: What S3 answers for an object that is not there: a GET says NoSuchKey (or 404); a HEAD has no body to name
+#: the error, so botocore reports its status as 404 or NotFound.
+S3_ABSENT_ON_GET = ("NoSuchKey", "404")
+S3_ABSENT_ON_HEAD = (*S3_ABSENT_ON_GET, "NotFound")
 
 
 def delete_if_present(target: ObjectStoragePath) -> None:
@@ -322,7 +326,7 @@ def read_bytes_or_none(path: ObjectStoragePath) -> bytes | None:
             try:
                 return bytes(s3("get_object", Bucket=bucket, Key=key)["Body"].read())
             except Exception as error:  # botocore's ClientError, without importing botocore here
-                if _s3_error_code(error) in ("NoSuchKey", "404"):
+                if _s3_error_code(error) in S3_ABSENT_ON_GET:
                     return None
                 raise
 
@@ -435,14 +439,12 @@ def read_present(folder: ObjectStoragePath, names: Iterable[str], *, pages: int,
     return read_listed(folder, names, listing=listing, concurrency=concurrency)
 
 
-def read_listed(folder: ObjectStoragePath, names: Iterable[str], *, listing: dict[str, int] | Listing | None = None,
+def read_listed(folder: ObjectStoragePath, names: Iterable[str], *, listing: Listing | None = None,
                 concurrency: int = 8) -> dict[str, bytes]:
     """The objects among ``names`` that are in ``folder``, by name: one listing (unless the caller has one),
     then reads of only the objects present, ``concurrency`` at a time. Asking about a thousand names in a
     fresh folder costs one request. Names a partial ``Listing`` did not reach are read to find out."""
     seen = list_sizes_within(folder, pages=None) if listing is None else listing
-    if not isinstance(seen, Listing):
-        seen = Listing(seen, complete=True)
     wanted = [name for name in dict.fromkeys(names) if name in seen.sizes or not seen.answers(name)]
     raws = in_parallel(lambda name: read_bytes_or_none(folder / name), wanted, concurrency)
     return {name: raw for name, raw in zip(wanted, raws, strict=True) if raw is not None}
@@ -455,7 +457,7 @@ def size_or_none(path: ObjectStoragePath) -> int | None:
         try:
             return int(s3("head_object", Bucket=bucket, Key=key)["ContentLength"])
         except Exception as error:  # botocore's ClientError, without importing botocore here
-            if _s3_error_code(error) in ("NoSuchKey", "404", "NotFound"):
+            if _s3_error_code(error) in S3_ABSENT_ON_HEAD:
                 return None
             raise
 
