@@ -22,7 +22,6 @@ adaptation only takes over while Redis is unavailable.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import threading
@@ -221,8 +220,8 @@ def shared_bucket(service: str, base_url: str, api_key: str, rate: float, capaci
     With ``redis_conn_id`` its creates also go through the account-wide window in that Redis, which holds
     ``rate`` x ``window`` creates (rounded down) per ``window`` seconds for every process on the account.
     """
-    account = hashlib.sha256(api_key.encode()).hexdigest()[:16]
-    name = f"{service}|{base_url.rstrip('/')}|{account}|{rate:g}|{capacity:g}|{window:g}|{redis_conn_id or ''}"
+    account = account_digest(service, base_url, api_key)  # the same name the account-wide window uses
+    name = f"{account}|{rate:g}|{capacity:g}|{window:g}|{redis_conn_id or ''}"
     with _REGISTRY_LOCK:
         bucket = _BUCKETS.get(name)
         if bucket is None:
@@ -230,8 +229,7 @@ def shared_bucket(service: str, base_url: str, api_key: str, rate: float, capaci
             if redis_conn_id:
                 conn_id = redis_conn_id
                 try:
-                    shared = AccountWindow(lambda: limiter_from_connection(conn_id),
-                                           account_digest(service, base_url, api_key),
+                    shared = AccountWindow(lambda: limiter_from_connection(conn_id), account,
                                            limit=max(1, int(rate * window + 1e-9)), window=max(1, round(window)),
                                            label=f"The account-wide rate limiter (Redis connection {conn_id!r})")
                 except ImportError as exc:  # never fail a batch for the limiter
