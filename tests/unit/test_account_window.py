@@ -13,7 +13,7 @@ from limits.util import WindowStats
 from airflow_sora import account_window
 from airflow_sora.account_window import RETRY_AFTER, AccountWindow, account_digest
 from airflow_sora.ratelimit import TokenBucket, kie_default_rate, shared_bucket
-from tests.unit.test_token_bucket import Clock
+from tests.unit.clock import Clock
 
 KEY = "kie-SECRET-unit-4c1d"
 
@@ -43,7 +43,7 @@ class FakeLimiter:
 
 def window(limiter: FakeLimiter, clock: Clock | None = None) -> AccountWindow:
     return AccountWindow(lambda: limiter, account_digest("kie", "http://x", KEY), limit=19, window=10,  # type: ignore[arg-type, return-value]
-                         clock=clock or Clock())
+                         clock=clock or Clock(100))
 
 
 def test_a_free_slot_is_taken_at_once() -> None:
@@ -71,7 +71,7 @@ def test_acquire_waits_until_the_store_grants_a_slot() -> None:
 
 
 def test_an_unavailable_store_hands_pacing_back_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
-    clock = Clock()
+    clock = Clock(100)
     limiter = FakeLimiter(error=ConnectionError(f"refused (key {KEY[:4]}...)"))
     shared = window(limiter, clock)
     with caplog.at_level(logging.WARNING, logger=account_window.__name__):
@@ -96,7 +96,7 @@ def test_the_window_key_names_the_account_by_a_hash_only() -> None:
 
 
 def test_while_the_window_is_in_charge_a_refusal_pauses_without_slowing() -> None:
-    clock = Clock()
+    clock = Clock(100)
     bucket = TokenBucket(kie_default_rate(), clock=clock, account=window(FakeLimiter(), clock))
     bucket.reserve()
     bucket.on_throttle(2.0)
@@ -105,7 +105,7 @@ def test_while_the_window_is_in_charge_a_refusal_pauses_without_slowing() -> Non
 
 
 def test_when_the_window_is_down_the_bucket_adapts_as_without_it() -> None:
-    clock = Clock()
+    clock = Clock(100)
     shared = window(FakeLimiter(error=ConnectionError("down")), clock)
     bucket = TokenBucket(kie_default_rate(), clock=clock, account=shared)
     assert bucket.acquire(lambda s: None) == 0.0  # the store failed: the create goes on local pacing

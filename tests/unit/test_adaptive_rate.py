@@ -9,13 +9,13 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_sora.ratelimit import ADAPTIVE_ENV, AdaptiveRate, TokenBucket, kie_default_rate, shared_bucket
-from tests.unit.test_token_bucket import Clock
+from tests.unit.clock import Clock
 
 MAX = kie_default_rate()  # 1.94 creates/s: Kie's 20 per 10 s with the margin
 
 
 def test_a_lone_process_that_is_never_refused_stays_at_the_full_rate() -> None:
-    clock = Clock()
+    clock = Clock(100)
     bucket = TokenBucket(MAX, clock=clock)
     sent = []
     for _ in range(500):
@@ -85,7 +85,7 @@ def test_a_process_whose_peers_left_is_back_at_the_full_rate_within_half_a_minut
 
 
 def test_bucket_hold_paces_the_creates_after_it_at_the_new_rate() -> None:
-    clock = Clock()
+    clock = Clock(100)
     bucket = TokenBucket(MAX, clock=clock)
     bucket.reserve()
     bucket.on_throttle(0.1)  # refused before anything was accepted: no share to go by, cut by beta
@@ -97,7 +97,7 @@ def test_bucket_hold_paces_the_creates_after_it_at_the_new_rate() -> None:
 
 
 def test_without_adaptation_a_refusal_only_pauses() -> None:
-    clock = Clock()
+    clock = Clock(100)
     bucket = TokenBucket(2.0, clock=clock, adaptive=False)
     bucket.reserve()
     bucket.on_throttle(5.0)
@@ -122,7 +122,7 @@ def simulate(processes: int, creates_each: int, adaptive: bool,
     transport's first back-off (0.5 s here), as ``SyncTransport`` does. ``starts``: when each process starts
     (default: 0.05 s apart).
     """
-    clock = Clock()
+    clock = Clock(100)
     window: deque[float] = deque()
     sent = refused = 0
 

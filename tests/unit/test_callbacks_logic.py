@@ -11,6 +11,7 @@ from airflow_sora.plugins.signature import signature_for, signature_problem
 from airflow_sora.plugins.tokens import CallbackScope, callback_url, token_for, token_valid
 from airflow_sora.polling import CallbackWatch, PollSchedule
 from airflow_sora.services.models import TaskState, TaskStatus
+from tests.unit.clock import Clock
 
 SECRET = "url-secret-for-tests"
 SCOPE = CallbackScope(conn_id="kie_default", output="s3://aws_default@bucket/clean/", dag_id="d",
@@ -96,14 +97,6 @@ class TestParsing:
 def status(task_id: str, state: TaskState, took: float | None = None) -> TaskStatus:
     return TaskStatus(task_id=task_id, state=state, result_urls=("https://x/y.mp4",) if state is TaskState.SUCCEEDED
                       else (), created_at_ms=0 if took else None, completed_at_ms=int(took * 1000) if took else None)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class TestCallbackWatch:

@@ -12,6 +12,7 @@ from airflow_sora.local_batch import FileOutcome, FileStatus, LocalManifest, out
 from airflow_sora.local_batch.progress import LocalProgress
 from airflow_sora.local_batch.provenance import engine_info, positions_summary
 from airflow_sora.local_batch.report import judge
+from tests.unit.clock import Clock
 
 POST = "s_68e83bd7eee88191be79d2ba7158516f"
 
@@ -57,14 +58,6 @@ class Lines:
 
     def info(self, fmt: str, *args: Any) -> None:
         self.lines.append(fmt % args)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def outcome(status: FileStatus) -> FileOutcome:

@@ -11,14 +11,7 @@ import random
 
 from airflow_sora.polling import DuePolls, PollSchedule
 from airflow_sora.services.models import TaskState, TaskStatus
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.clock import Clock
 
 
 def finished(task_id: str, took: float) -> TaskStatus:
@@ -31,11 +24,11 @@ def running(task_id: str) -> TaskStatus:
 
 
 def polls(clock: Clock | None = None, **schedule: float) -> DuePolls:
-    return DuePolls(PollSchedule(**schedule), clock=clock or Clock())
+    return DuePolls(PollSchedule(**schedule), clock=clock or Clock(100))
 
 
 def test_before_any_task_finished_the_first_look_is_the_schedules() -> None:
-    clock = Clock()
+    clock = Clock(100)
     due = polls(clock, first_poll_after=2.0)
     due.add("a")
     clock.now += 1.9
@@ -46,7 +39,7 @@ def test_before_any_task_finished_the_first_look_is_the_schedules() -> None:
 
 
 def test_a_task_is_due_once_as_old_as_the_longest_service_time_seen_plus_a_margin_that_shrinks() -> None:
-    clock = Clock()
+    clock = Clock(100)
     due = polls(clock)
     for took in (1.5, 2.5, 2.0):
         due.observe(took)
@@ -62,7 +55,7 @@ def test_a_task_is_due_once_as_old_as_the_longest_service_time_seen_plus_a_margi
 
 
 def test_finished_tasks_teach_their_service_time_and_leave() -> None:
-    clock = Clock()
+    clock = Clock(100)
     due = polls(clock)
     due.add("a")
     clock.now += 2.0
@@ -81,7 +74,7 @@ def test_a_time_measured_here_is_not_learned_so_late_looks_do_not_push_the_next_
 
 
 def test_due_tasks_come_oldest_first() -> None:
-    clock = Clock()
+    clock = Clock(100)
     due = polls(clock)
     due.observe(2.0)
     for name in "abc":
@@ -95,7 +88,7 @@ def test_due_tasks_come_oldest_first() -> None:
 
 
 def test_without_a_create_waiting_for_room_a_task_waits_one_more_poll_interval() -> None:
-    clock = Clock()
+    clock = Clock(100)
     due = polls(clock)
     due.observe(2.0)
     due.add("a")
@@ -108,7 +101,7 @@ def test_without_a_create_waiting_for_room_a_task_waits_one_more_poll_interval()
 
 
 def test_a_task_still_running_is_not_looked_at_again_within_a_second() -> None:
-    clock = Clock()
+    clock = Clock(100)
     due = polls(clock)
     due.observe(2.0)
     due.add("a")
@@ -124,7 +117,7 @@ def test_a_task_still_running_is_not_looked_at_again_within_a_second() -> None:
 
 
 def test_an_old_task_backs_off_as_the_spec_says() -> None:
-    clock = Clock()
+    clock = Clock(100)
     due = polls(clock)
     due.add("slow")
     clock.now += 45
@@ -136,7 +129,7 @@ def test_an_old_task_backs_off_as_the_spec_says() -> None:
 
 
 def test_until_a_service_time_was_seen_only_a_poll_frees_a_place() -> None:
-    clock = Clock()
+    clock = Clock(100)
     due = polls(clock)
     due.add("a")
     clock.now += 60
@@ -146,7 +139,7 @@ def test_until_a_service_time_was_seen_only_a_poll_frees_a_place() -> None:
 
 
 def test_a_task_past_its_due_time_no_longer_holds_a_place_unless_a_poll_found_it_running() -> None:
-    clock = Clock()
+    clock = Clock(100)
     due = polls(clock)
     for _ in range(101):
         due.observe(2.0)
@@ -184,7 +177,7 @@ def test_polling_at_the_due_time_costs_about_one_status_call_per_task() -> None:
     the first look, so status calls stay within a few of one per task, and a finished task goes unseen for less
     than the spread of the service times."""
     rng = random.Random(7)
-    clock = Clock()
+    clock = Clock(100)
     due = polls(clock)
     took: dict[str, float] = {}
     created: dict[str, float] = {}

@@ -8,18 +8,11 @@ import time
 import pytest
 
 from airflow_sora.progress import Counts, ProgressReporter, progress_line
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.clock import Clock
 
 
 def test_a_line_at_every_stage_change_and_at_least_every_interval(caplog: pytest.LogCaptureFixture) -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     reporter = ProgressReporter(logging.getLogger("t"), interval=15, clock=clock)
     counts = Counts(total=500, submitted=40, running=40, credits=400)
     with caplog.at_level(logging.INFO, "t"):
@@ -33,7 +26,7 @@ def test_a_line_at_every_stage_change_and_at_least_every_interval(caplog: pytest
 
 
 def test_the_line_gives_counts_out_of_n_credits_and_time_left() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     reporter = ProgressReporter(logging.getLogger("t"), clock=clock)
     reporter.update("submitting", Counts(total=500, submitted=100, running=80, finished=60, landed=20))
     clock.now = 10.0
@@ -46,7 +39,7 @@ def test_the_line_gives_counts_out_of_n_credits_and_time_left() -> None:
 
 def test_while_submitting_the_pace_of_submission_sets_the_estimate() -> None:
     """Videos settled before the first line (a URL rejected before any call) are not pace."""
-    clock = Clock()
+    clock = Clock(0.0)
     reporter = ProgressReporter(logging.getLogger("t"), clock=clock)
     reporter.update("submitting", Counts(total=62, rejected=1))
     assert reporter.seconds_left(Counts(total=62, rejected=1)) is None  # nothing has moved yet
@@ -55,7 +48,7 @@ def test_while_submitting_the_pace_of_submission_sets_the_estimate() -> None:
 
 
 def test_no_estimate_before_anything_settled() -> None:
-    reporter = ProgressReporter(logging.getLogger("t"), clock=Clock())
+    reporter = ProgressReporter(logging.getLogger("t"), clock=Clock(0.0))
     assert reporter.seconds_left(Counts(total=10, submitted=3)) is None
 
 

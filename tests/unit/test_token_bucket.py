@@ -5,25 +5,18 @@ from __future__ import annotations
 import pytest
 
 from airflow_sora.ratelimit import TokenBucket, kie_default_rate, shared_bucket
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.clock import Clock
 
 
 def test_reservations_are_spaced_at_the_rate() -> None:
-    clock = Clock()
+    clock = Clock(100)
     bucket = TokenBucket(rate=2.0, capacity=1, clock=clock)
     assert [bucket.reserve() for _ in range(5)] == [0.0, 0.5, 1.0, 1.5, 2.0]
 
 
 def test_any_window_holds_at_most_the_limit() -> None:
     """With capacity 1, sends at the reserved times never put more than rate*W + 1 in a window of W."""
-    clock = Clock()
+    clock = Clock(100)
     bucket = TokenBucket(rate=kie_default_rate(), capacity=1, clock=clock)
     send_times = [clock.now + bucket.reserve() for _ in range(200)]
     for start in send_times:
@@ -31,14 +24,14 @@ def test_any_window_holds_at_most_the_limit() -> None:
 
 
 def test_tokens_refill_up_to_capacity_only() -> None:
-    clock = Clock()
+    clock = Clock(100)
     bucket = TokenBucket(rate=1.0, capacity=3, clock=clock)
     clock.now += 1000
     assert [bucket.reserve() for _ in range(4)] == [0.0, 0.0, 0.0, 1.0]
 
 
 def test_pause_delays_everyone() -> None:
-    clock = Clock()
+    clock = Clock(100)
     bucket = TokenBucket(rate=10.0, capacity=1, clock=clock)
     bucket.reserve()
     bucket.pause(5.0)

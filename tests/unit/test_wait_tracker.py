@@ -5,14 +5,7 @@ from __future__ import annotations
 from airflow_sora.polling import PollSchedule, WaitTracker
 from airflow_sora.services.errors import AuthError, ServiceUnavailableError
 from airflow_sora.services.models import TaskState, TaskStatus
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.clock import Clock
 
 
 def status(task_id: str, state: TaskState) -> TaskStatus:
