@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
-DEPTH = 2  # frames in flight between two stages
+DEPTH = 6  # frames in flight between two stages: enough to ride out a slow frame in any stage
 _DONE = object()
 _POLL = 0.1  # seconds a blocked stage waits before checking whether it was stopped
 

@@ -49,13 +49,15 @@ class VideoInfo:
 
 @dataclass
 class Planes:
-    """One frame as writable YUV 4:2:0 planes, with the timestamp it had in the input."""
+    """One frame as YUV 4:2:0 planes, with the timestamp it had in the input. ``frame`` is the PyAV frame
+    whose memory the planes are views of, when they are: then the encoder takes that frame as it is."""
 
     y: np.ndarray
     u: np.ndarray
     v: np.ndarray
     pts: int | None
     time_base: Fraction | None
+    frame: av.VideoFrame | None = None
 
 
 def probe(path: str | os.PathLike[str]) -> VideoInfo:
@@ -99,20 +101,36 @@ def _decoded(path: str, threads: int, stop_after: int | None) -> Iterator[Planes
         for index, frame in enumerate(container.decode(stream)):
             if stop_after is not None and index >= stop_after:
                 return
-            yield to_planes(frame)
+            yield to_planes(frame, writable=False)
 
 
-def to_planes(frame: av.VideoFrame) -> Planes:
+def to_planes(frame: av.VideoFrame, *, writable: bool = True) -> Planes:
+    """The frame's planes. Read-only planes are views of the decoder's own frame (no copy: the decoder never
+    writes to a frame it handed out). Writable ones are one copy, into a new frame the encoder can take as it
+    is: the decoder's frame may still be a reference for the frames after it."""
     if frame.format.name != "yuv420p":
         frame = frame.reformat(format="yuv420p")
-    height, width = frame.height, frame.width
-    packed = frame.to_ndarray()  # (h * 3/2, w): Y, then U and V each (h/2, w/2) packed row by row
-    y = packed[:height]
-    chroma = packed[height:].reshape(2, height // 2, width // 2)
-    return Planes(y, chroma[0], chroma[1], frame.pts, frame.time_base)
+    if writable:
+        owner = av.VideoFrame(frame.width, frame.height, "yuv420p")
+        for source, target in zip(frame.planes, owner.planes, strict=True):
+            np.copyto(_view(target), _view(source))
+        owner.pts, owner.time_base = frame.pts, frame.time_base
+        frame = owner
+    y, u, v = (_view(plane, writable) for plane in frame.planes)
+    return Planes(y, u, v, frame.pts, frame.time_base, frame)
+
+
+def _view(plane: Any, writable: bool = True) -> np.ndarray:
+    """A plane's pixels as an array over the frame's own memory (rows are ``line_size`` apart)."""
+    rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:plane.height, :plane.width]
+    rows.flags.writeable = writable
+    return rows
 
 
 def from_planes(planes: Planes) -> av.VideoFrame:
+    """The frame to encode: the one the planes are views of, or a new one built from them."""
+    if planes.frame is not None:
+        return planes.frame
     height, width = planes.y.shape
     packed = np.concatenate([planes.y.reshape(-1), planes.u.reshape(-1), planes.v.reshape(-1)])
     frame = av.VideoFrame.from_ndarray(packed.reshape(height * 3 // 2, width), format="yuv420p")
@@ -147,7 +165,7 @@ def transcode(src: str, dst: str, settings: EngineSettings, edit: Callable[[int,
 
             def finish(planes: Planes, writer: Behind[Any]) -> None:
                 edit(counts["written"], planes)
-                writer.put(from_planes(planes))  # a new frame either way: the decoder's go back to it at once
+                writer.put(from_planes(planes))  # never the decoder's own frame: see ``to_planes``
                 counts["written"] += 1
 
             with Behind(write) as writer:
@@ -177,7 +195,7 @@ def _demuxed(inp: Any, vin: Any, ain: Any) -> Iterator[tuple[Any, Planes | None]
     for packet in inp.demux(*(s for s in (vin, ain) if s is not None)):
         if packet.stream is vin:
             for frame in packet.decode():
-                yield None, to_planes(frame)
+                yield None, to_planes(frame)  # writable: a copy
         elif packet.dts is not None and ain is not None:
             yield packet, None
 
