@@ -3,8 +3,8 @@
 1. Scan: where and when the mark holds still (``find.Scanner``), from a small copy of each frame.
 2. Learn: full-resolution crops of each segment's region, with the mark and (from other segments' frames)
    without it; the matte is fitted from them (``matte.learn``). Memory is bounded by crop counts. Where the
-   scan could keep every few frames whole (``_Reservoir``, a fixed budget: short and small videos), the crops
-   come from those and this pass decodes only the opening, if anything.
+   scan could keep every few frames whole, and every frame of the opening (``_Reservoir``, fixed budgets:
+   short and small videos), the crops come from those and this pass decodes nothing.
 3. Render: decode, find the mark in each frame at its segment's placement, restore (``fill``), encode with
    the audio remuxed (``codec.transcode``).
 Decoding is cheap next to encoding, so the passes decode again rather than keep frames in memory.
@@ -44,6 +44,8 @@ FULL_SEGMENTS = 6  # segments learned from in full; later ones (long videos) kee
 FEW_PER_SEGMENT = 6
 RESERVOIR_BYTES = 100 * 2**20  # whole frames the scan may keep for learning
 RESERVOIR_STRIDE = 5  # kept frames at most this far apart, or too few fall in a hold to learn from
+OPENING_BYTES = 160 * 2**20  # every frame of the video's first seconds, kept by the scan for the opening's walk
+OPENING_SECONDS = 3.5  # the first hold (about 2.2 s) and its edges: a budget holding less is not used
 PROGRESS_EVERY = 10
 
 
@@ -121,10 +123,15 @@ def _learn(source: str, coarse: list[CoarseSegment], info: codec.VideoInfo, sett
                 for frame in _spread(frames, count):
                     wanted.setdefault(frame, []).append((sample, with_mark))
     opening = _Opening.of(coarse, info)
-    last = max([*wanted, opening.last if opening else -1])
+    through = min(opening.last, reservoir.seen - 1) if opening is not None else -1
+    if opening is not None and len(reservoir.opening) > through:
+        for planes in reservoir.opening[:through + 1]:
+            opening.keep(planes)
+        through = -1  # the opening needs no decoding
+    last = max([*wanted, through])
     if last >= 0:
         for index, planes in enumerate(codec.iter_planes(source, threads=settings.threads, stop_after=last + 1)):
-            if opening is not None and index <= opening.last:
+            if opening is not None and index <= through:
                 opening.keep(planes)
             for sample, with_mark in wanted.get(index, ()):
                 _keep(sample, with_mark, planes)
@@ -322,22 +329,33 @@ def _spread(frames: range | list[int], count: int) -> list[int]:
 
 
 class _Reservoir:
-    """Every ``stride``-th frame, whole, kept by the scan within a fixed budget, so that learning finds its
-    crops without decoding the video again. Off (stride 0) where the budget would keep them too far apart."""
+    """Whole frames the scan keeps within fixed budgets, so that learning finds its crops without decoding the
+    video again: every ``stride``-th frame (for the segments' crops), and every frame of the first ``head``
+    (the opening's walk goes frame by frame). Either is off (0) where its budget would not cover what it is
+    for."""
 
-    def __init__(self, stride: int, capacity: int) -> None:
-        self.stride, self.capacity = stride, capacity
-        self.frames: dict[int, codec.Planes] = {}
+    def __init__(self, stride: int, capacity: int, head: int = 0) -> None:
+        self.stride, self.capacity, self.head = stride, capacity, head
+        self.frames: dict[int, codec.Planes] = {}  # at the stride
+        self.opening: list[codec.Planes] = []  # the first frames, all of them
+        self.seen = 0  # frames offered
 
     @classmethod
     def of(cls, info: codec.VideoInfo) -> _Reservoir:
-        capacity = RESERVOIR_BYTES // (info.width * info.height * 3 // 2)
+        frame_bytes = info.width * info.height * 3 // 2
+        capacity = RESERVOIR_BYTES // frame_bytes
         stride = -(-info.frames // capacity) if info.frames and capacity else 0
-        return cls(stride if 0 < stride <= RESERVOIR_STRIDE else 0, capacity)
+        head = OPENING_BYTES // frame_bytes
+        return cls(stride if 0 < stride <= RESERVOIR_STRIDE else 0, capacity,
+                   head if head >= OPENING_SECONDS * info.fps else 0)
 
     def offer(self, index: int, planes: codec.Planes) -> None:
+        """The decoder never reuses a frame it handed out: what is kept needs no copy."""
+        self.seen = max(self.seen, index + 1)
+        if index < self.head:
+            self.opening.append(planes)
         if self.stride and index % self.stride == 0 and len(self.frames) < self.capacity:
-            self.frames[index] = planes  # the decoder hands out fresh arrays per frame: no copy needed
+            self.frames[index] = planes
 
     def among(self, frames: range | list[int], count: int) -> list[int] | None:
         """Up to ``count`` kept frames spread over ``frames``, or None if too few of them were kept (three in

@@ -358,6 +358,21 @@ def test_the_scan_keeps_whole_frames_for_learning_only_where_they_fall_close_eno
     assert kept.among(range(61, 64), 3) is None  # a short run between kept frames: decode those instead
 
 
+def test_the_scan_keeps_every_frame_of_the_opening_only_where_its_budget_spans_the_first_hold() -> None:
+    from airflow_sora.local.codec import Planes, VideoInfo
+    from airflow_sora.local.engine import OPENING_SECONDS, _Reservoir
+
+    short = _Reservoir.of(VideoInfo("a.mp4", 1280, 720, 30.0, 270, True))
+    assert short.head >= OPENING_SECONDS * 30
+    blank = Planes(np.zeros((4, 4), np.uint8), np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8), 0, None)
+    for index in range(270):
+        short.offer(index, blank)
+    assert len(short.opening) == short.head and short.seen == 270
+    assert all(f % short.stride == 0 for f in short.frames)  # the head does not change what learning picks
+    large = _Reservoir.of(VideoInfo("b.mp4", 1920, 1080, 30.0, 270, True))
+    assert large.head == 0  # 1080p: the budget would not span the first hold, so nothing is kept for it
+
+
 def test_the_follower_keeps_one_anchor_of_its_own_not_a_view_that_pins_a_whole_frame() -> None:
     from airflow_sora.local.codec import Planes
     from airflow_sora.local.follow import Follower
