@@ -1,6 +1,7 @@
 """One file in, one clean file out: scan, learn, render, each a pass over the frames with bounded memory.
 
-1. Scan: where and when the mark holds still (``find.Scanner``), from a small copy of each frame.
+1. Scan: where and when the mark holds still (``find.Scanner``), from a small copy of each frame of the
+   opening and of every frame others refer to after it (``codec.Scanned``: the decoder skips the rest).
 2. Learn: full-resolution crops of each segment's region, with the mark and (from other segments' frames)
    without it; the matte is fitted from them (``matte.learn``). Memory is bounded by crop counts. Where the
    scan could keep every few frames whole, and every frame of the opening (``_Reservoir``, fixed budgets:
@@ -62,10 +63,12 @@ def clean_file(src: str | os.PathLike[str], dst: str | os.PathLike[str],
     tick = _Ticker(progress, info.frames)
     scanner = Scanner(info.width, info.height)
     reservoir = _Reservoir.of(info)
-    for planes in codec.iter_planes(source, threads=settings.threads):
-        reservoir.offer(scanner.frames, planes)
-        scanner.add(planes.y)
-        tick("scan", scanner.frames)
+    scanned = codec.Scanned(source, threads=settings.threads, all_until=reservoir.head)
+    for index, planes in scanned:
+        reservoir.offer(index, planes)
+        scanner.add(planes.y, index)
+        tick("scan", index + 1)
+    scanner.frames = scanned.frames  # the last frames may have been skipped
     if scanner.frames == 0:
         raise NotAVideoError(f"{source}: the video stream has no frames; the file may be truncated")
     tick.total = scanner.frames
@@ -339,6 +342,7 @@ class _Reservoir:
         self.frames: dict[int, codec.Planes] = {}  # at the stride
         self.opening: list[codec.Planes] = []  # the first frames, all of them
         self.seen = 0  # frames offered
+        self._next = 0  # the next stride multiple to keep a frame at
 
     @classmethod
     def of(cls, info: codec.VideoInfo) -> _Reservoir:
@@ -350,12 +354,14 @@ class _Reservoir:
                    head if head >= OPENING_SECONDS * info.fps else 0)
 
     def offer(self, index: int, planes: codec.Planes) -> None:
-        """The decoder never reuses a frame it handed out: what is kept needs no copy."""
-        self.seen = max(self.seen, index + 1)
-        if index < self.head:
+        """Frames come in order, every one in the head, some skipped after it: at the stride, the first frame
+        at or after each multiple is kept. The decoder never reuses a frame it handed out: no copy needed."""
+        if index < self.head and index == len(self.opening):
             self.opening.append(planes)
-        if self.stride and index % self.stride == 0 and len(self.frames) < self.capacity:
+        if self.stride and len(self.frames) < self.capacity and index // self.stride >= self._next:
             self.frames[index] = planes
+            self._next = index // self.stride + 1
+        self.seen = max(self.seen, index + 1)
 
     def among(self, frames: range | list[int], count: int) -> list[int] | None:
         """Up to ``count`` kept frames spread over ``frames``, or None if too few of them were kept (three in

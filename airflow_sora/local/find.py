@@ -20,6 +20,7 @@ PERSIST = 3  # windows in a row a blob must hold still to count (moving content 
 BAND_ROWS = 16  # rows of the scan's maps processed at once when the windows are compared
 MIN_SEGMENT_WINDOWS = 3  # a segment shorter than this (~0.8 s at 30 fps) is not the mark
 MAX_GAP_WINDOWS = 1  # a hold seen again after this many windows without it, at the same place, is one hold
+WEAK_END = 0.3  # a run's end window weaker than this share of its median strength straddles a jump
 
 
 @dataclass(frozen=True)
@@ -102,13 +103,17 @@ class Scanner:
         self.windows: list[np.ndarray] = []
         self.frames = 0
 
-    def add(self, luma: np.ndarray) -> None:
+    def add(self, luma: np.ndarray, index: int | None = None) -> None:
+        """Frame ``index`` (the next one if not given; frames may be skipped: a window averages those it got)."""
+        index = self.frames if index is None else index
+        if self._count and index // WINDOW != len(self.windows):
+            self._flush()
+        while len(self.windows) < index // WINDOW:  # a window with no frame at all: the one before, again
+            self.windows.append(self.windows[-1] if self.windows else np.zeros(self.size[::-1], np.float16))
         small = cv2.resize(luma, self.size, interpolation=cv2.INTER_AREA)
         self._sum += detail(small, 2.0)
         self._count += 1
-        self.frames += 1
-        if self._count == WINDOW:
-            self._flush()
+        self.frames = max(self.frames, index + 1)
 
     def _flush(self) -> None:
         if self._count:
@@ -134,6 +139,7 @@ class Scanner:
         run: list[tuple[int, Box, float]] = []
 
         def close_run() -> None:
+            _trim_weak_ends(run)
             if len(run) >= MIN_SEGMENT_WINDOWS:
                 boxes = np.array([(b.x, b.y, b.x + b.w, b.y + b.h) for _, b, _ in run], np.float32)
                 x0, y0 = np.median(boxes[:, 0]), np.median(boxes[:, 1])
@@ -155,6 +161,19 @@ class Scanner:
             run.append((index, blob[0], blob[1]))
         close_run()
         return segments
+
+
+def _trim_weak_ends(run: list[tuple[int, Box, float]]) -> None:
+    """Drop a run's first and last windows while they are far weaker than the run: a window that straddles a
+    jump holds the mark for a few of its frames only, and a segment that claims them would teach learning
+    frames where the mark is elsewhere (the fading text keeps more than this)."""
+    if len(run) <= MIN_SEGMENT_WINDOWS:
+        return
+    floor = WEAK_END * float(np.median([strength for _, _, strength in run]))
+    while len(run) > MIN_SEGMENT_WINDOWS and run[0][2] < floor:
+        run.pop(0)
+    while len(run) > MIN_SEGMENT_WINDOWS and run[-1][2] < floor:
+        run.pop()
 
 
 def _joined(segments: list[CoarseSegment]) -> list[CoarseSegment]:

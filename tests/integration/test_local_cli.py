@@ -15,7 +15,7 @@ import pytest
 
 from airflow_sora.local import NotAVideoError, clean_file
 from airflow_sora.local.codec import DISCLOSURE
-from tests.local_clips import ClipSpec, copy_of, mark_alpha, not_a_video
+from tests.local_clips import ClipSpec, copy_of, mark_alpha, not_a_video, write_clip
 
 pytestmark = pytest.mark.slow
 
@@ -92,3 +92,17 @@ def test_a_file_with_sound_only_is_refused_by_name(tmp_path: Path):
             container.mux(packet)
     with pytest.raises(NotAVideoError, match=r"sound\.mp4: has no video stream"):
         clean_file(path, tmp_path / "out.mp4")
+
+
+def test_the_scan_decodes_every_frame_of_the_opening_then_only_the_frames_others_refer_to(tmp_path):
+    from airflow_sora.local import codec
+
+    clip = write_clip(tmp_path / "marked.mp4")  # with its audio track
+    every = [planes.y.copy() for planes in codec.iter_planes(str(clip))]
+    scanned = codec.Scanned(str(clip), all_until=20)
+    seen = [(index, planes.y.copy()) for index, planes in scanned]
+    indexes = [index for index, _ in seen]
+    assert scanned.frames == len(every)
+    assert indexes[:20] == list(range(20)) and indexes == sorted(set(indexes))
+    assert len(indexes) < 0.8 * len(every)  # x264's B-frames that nothing refers to were skipped
+    assert all(np.array_equal(luma, every[index]) for index, luma in seen)  # each frame at its true index

@@ -97,6 +97,30 @@ def test_the_scan_finds_nothing_in_moving_content_without_a_mark():
     assert scan(marked_sequence(3 * HOLD, marked=False)) == []
 
 
+def test_the_scan_finds_the_same_holds_from_every_other_frame():
+    """After the opening the scan decodes only the frames others refer to: about every other one."""
+    frames = marked_sequence(3 * HOLD)
+    scanner = Scanner(320, 180)
+    for index, luma in enumerate(frames):
+        if index < 16 or index % 2 == 0:
+            scanner.add(luma, index)
+    scanner.frames = len(frames)
+    assert [(s.start, s.end, s.box) for s in scanner.segments()] == [(s.start, s.end, s.box) for s in scan(frames)]
+
+
+def test_a_window_that_straddles_a_jump_does_not_start_or_end_a_segment():
+    from airflow_sora.local.find import _trim_weak_ends
+
+    here = Box(20, 14, 80, 40)
+    run = [(3, here, 300.0), (4, here, 9000.0), (5, here, 10000.0), (6, here, 11000.0), (7, here, 10500.0),
+           (8, here, 2000.0)]
+    _trim_weak_ends(run)
+    assert [index for index, _, _ in run] == [4, 5, 6, 7]
+    short = [(0, here, 100.0), (1, here, 9000.0), (2, here, 9000.0)]
+    _trim_weak_ends(short)
+    assert len(short) == 3  # never below the shortest segment: a weak hold is judged as a whole
+
+
 def test_a_hold_the_scan_lost_for_a_window_is_one_segment():
     from airflow_sora.local.find import _joined
 
