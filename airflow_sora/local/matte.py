@@ -42,6 +42,7 @@ class Samples:
     marked: list[np.ndarray] = field(default_factory=list)
     unmarked: list[np.ndarray] = field(default_factory=list)
     unmarked_chroma: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    still: list[np.ndarray | None] = field(default_factory=list, repr=False)  # ``still_background``, once worked out
 
 
 @dataclass(frozen=True)
@@ -183,12 +184,19 @@ def _mark_detail(sample: Samples) -> np.ndarray:
 
 def still_background(sample: Samples) -> np.ndarray | None:
     """The region as seen while the mark was elsewhere, if the shot holds still there (a median of views that
-    agree); None where the content moves, or when too few views exist."""
-    if len(sample.unmarked) < 5:
+    agree); None where the content moves, or when too few views exist. Learning and planning both ask: it is
+    worked out once per sample."""
+    if not sample.still:
+        sample.still.append(_still_background(sample.unmarked))
+    return sample.still[0]
+
+
+def _still_background(views: list[np.ndarray]) -> np.ndarray | None:
+    if len(views) < 5:
         return None
-    views = np.stack(sample.unmarked).astype(np.float32)
-    median = np.median(views, axis=0)
-    spread = float(np.percentile(np.abs(views - median), 90))  # a slow drift shows in the tail, not the middle
+    stack = np.stack(views).astype(np.float32)
+    median = np.median(stack, axis=0)
+    spread = float(np.percentile(np.abs(stack - median), 90))  # a slow drift shows in the tail, not the middle
     return median if spread < STILL_SPREAD else None
 
 
