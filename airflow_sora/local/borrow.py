@@ -60,9 +60,9 @@ def warp(plane: np.ndarray, matrix: np.ndarray, scale: float = 1.0, *, keep_unse
     m[:, 2] *= scale
     h, w = plane.shape
     if keep_unseen:
-        return cv2.warpAffine(plane.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
+        return cv2.warpAffine(plane.astype(np.float32, copy=False), m, (w, h), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REPLICATE)
-    return cv2.warpAffine(plane.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
+    return cv2.warpAffine(plane.astype(np.float32, copy=False), m, (w, h), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=float("nan"))
 
 

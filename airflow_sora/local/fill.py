@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from airflow_sora.local import borrow, inpaint
-from airflow_sora.local.find import Box, detail, high_pass, match
+from airflow_sora.local.find import Box, correlation, detail, high_pass
 from airflow_sora.local.matte import Matte, Placement
 
 CORE_ALPHA = 0.9  # above this, reverse blending amplifies noise more than inpainting errs
@@ -119,17 +119,16 @@ def _still_in(still: tuple[np.ndarray, np.ndarray, np.ndarray, Box] | None, regi
 
 
 def presence(luma: np.ndarray, plan: SegmentPlan) -> float:
-    """How well the frame's detail at the placement (within a pixel either way) matches the mark's, or that of
-    one of its large parts alone: before a jump the text fades while the icon stays (which part is the icon,
-    nothing here knows)."""
-    r = plan.region
-    y0, x0 = max(0, r.y - 1), max(0, r.x - 1)
-    around = high_pass(luma[y0:r.y + r.h + 1, x0:r.x + r.w + 1], 2.0)
-    whole = match(around, plan.template)
-    score = whole[2] if whole is not None else 0.0
+    """How well the frame's detail at the plan's placement matches the mark's, or that of one of its large parts
+    alone: before a jump the text fades while the icon stays (which part is the icon, nothing here knows). The
+    mark holds still to a tenth of a pixel, so one position is compared, not a search around it."""
+    ys, xs = plan.region.slices()
+    around = high_pass(luma[ys, xs], 2.0)
+    if around.shape != plan.template.shape:  # the region runs off the frame
+        return 0.0
+    score = correlation(around, plan.template)
     for part_template in plan.main_parts if score < PRESENT_SCORE else ():  # faded text: the icon may stay
-        part = match(around, part_template)
-        score = max(score, part[2] if part is not None else 0.0)
+        score = max(score, correlation(around, part_template))
     return score
 
 

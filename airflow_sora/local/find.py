@@ -82,7 +82,7 @@ def scan_scale(width: int) -> int:
 
 def detail(luma: np.ndarray, sigma: float) -> np.ndarray:
     """Signed detail: the luma less its blur. Moving content averages out over a window; the mark's stays."""
-    small = luma.astype(np.float32)
+    small = luma.astype(np.float32, copy=False)
     return small - cv2.GaussianBlur(small, (0, 0), sigma)
 
 
@@ -264,10 +264,19 @@ def match(detail_region: np.ndarray, template: np.ndarray) -> tuple[float, float
     """
     if detail_region.shape[0] < template.shape[0] or detail_region.shape[1] < template.shape[1]:
         return None
-    scores = cv2.matchTemplate(detail_region.astype(np.float32), template.astype(np.float32),
+    scores = cv2.matchTemplate(detail_region.astype(np.float32, copy=False), template.astype(np.float32, copy=False),
                                cv2.TM_CCOEFF_NORMED)
     _, best, _, (px, py) = cv2.minMaxLoc(scores)
     return px + _vertex(scores[py, px - 1:px + 2]), py + _vertex(scores[py - 1:py + 2, px]), float(best)
+
+
+def correlation(detail_region: np.ndarray, template: np.ndarray) -> float:
+    """``match``'s score at one position, both the same size: the normalised correlation, computed directly
+    (OpenCV's search costs as much for one position as for many)."""
+    a = detail_region.ravel() - float(detail_region.mean())
+    b = template.ravel() - float(template.mean())
+    denominator = float(np.sqrt(np.dot(a, a) * np.dot(b, b)))
+    return float(np.dot(a, b)) / denominator if denominator > 0 else 0.0
 
 
 def _vertex(row: np.ndarray) -> float:

@@ -213,7 +213,7 @@ def _cut(image: np.ndarray, origin: tuple[float, float], size: tuple[int, int]) 
     """The ``size`` patch whose top-left corner is at the sub-pixel ``origin`` (bilinear)."""
     w, h = size
     centre = (origin[0] + (w - 1) / 2.0, origin[1] + (h - 1) / 2.0)
-    return cv2.getRectSubPix(image.astype(np.float32), (w, h), centre)
+    return cv2.getRectSubPix(image.astype(np.float32, copy=False), (w, h), centre)
 
 
 def _first_mask(observed: np.ndarray) -> np.ndarray | None:
