@@ -17,6 +17,8 @@ from airflow_sora.local.find import Box
 
 MARGIN = 24  # pixels of content around the mark's region used to measure the motion
 MIN_POINTS = 12
+LK_STOP = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 10, 0.03)  # a twentieth of a pixel per point is plenty:
+# the fit over all points is finer than any one
 POINT_STEP = 16  # a point every this many pixels: about a hundred around a mark, plenty for 4 parameters
 
 
@@ -42,7 +44,8 @@ def motion(previous: np.ndarray, current: np.ndarray, points: np.ndarray) -> np.
     measured (too few points tracked, or they disagree)."""
     if len(points) < MIN_POINTS:
         return None
-    moved, status, _ = cv2.calcOpticalFlowPyrLK(previous, current, points, None, winSize=(11, 11), maxLevel=2)  # type: ignore[call-overload]
+    moved, status, _ = cv2.calcOpticalFlowPyrLK(previous, current, points, None, winSize=(11, 11), maxLevel=2,  # type: ignore[call-overload]
+                                                criteria=LK_STOP)
     good = status.ravel() == 1
     if int(good.sum()) < MIN_POINTS:
         return None

@@ -25,6 +25,7 @@ EXPLAINED_LOOSE = 40.0  # ... or this close, when it matches the frame all aroun
 CODEC_NOISE = 5.0  # levels of the observed frame any prediction may be off by
 RING_AGREES = 5.0  # mean difference on the ring around the mark for a reference to match the frame there
 MAIN_PART = 0.2  # a part with at least this share of the mark's alpha is looked for alone
+_SQUARE3 = np.ones((3, 3), np.uint8)
 PRESENT_SCORE = 0.2  # the frame's detail correlates at least this well with the mark's (clean frames score near 0)
 
 
@@ -52,9 +53,9 @@ class SegmentPlan:
         is at full strength: that shape is worked out once per plan, not per frame."""
         if all(g == 1.0 for g in gains):
             if self.full is None:
-                self.full = _Shape.of(self.parts, gains)
+                self.full = _Shape.of(self.parts, gains, self.white)
             return self.full
-        return _Shape.of(self.parts, gains)
+        return _Shape.of(self.parts, gains, self.white)
 
 
 @dataclass(frozen=True)
@@ -65,15 +66,24 @@ class _Shape:
     ring: np.ndarray  # just clear of the mark: where a reference must match the frame
     touched: np.ndarray  # anywhere the mark adds light, luma grid
     touched_c: np.ndarray  # chroma grid
+    lift: np.ndarray  # the light the mark adds, a * white
+    through: np.ndarray  # the share of the content that shows through, 1 - a
+    tolerances: tuple[np.ndarray, np.ndarray]  # how far off a reference may be, per pixel: strict, loose
 
     @classmethod
-    def of(cls, parts: list[np.ndarray], gains: list[float]) -> _Shape:
+    def of(cls, parts: list[np.ndarray], gains: list[float], white: float) -> _Shape:
         alpha = np.minimum(np.tensordot(np.asarray(gains, np.float32), np.stack(parts), axes=1), 0.97)
         h, w = alpha.shape
         alpha_c = cv2.resize(alpha, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
         touched = alpha > 0.004
         ring = ~cv2.dilate(touched.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-        return cls(alpha, alpha_c, alpha > STRONG_ALPHA, ring, touched, alpha_c > 0.004)
+        through = 1.0 - alpha
+        # Under the mark the content shows through at 1 - a only: a tolerance on the observed level alone would
+        # let a reference 5x as far off pass in the core; so it is the content's tolerance, scaled by 1 - a,
+        # above the codec's noise (looser where the reference fits around the mark: it is likelier right).
+        tolerances = (np.maximum(CODEC_NOISE, EXPLAINED * through), np.maximum(CODEC_NOISE, EXPLAINED_LOOSE * through))
+        return cls(alpha, alpha_c, alpha > STRONG_ALPHA, ring, touched, alpha_c > 0.004, alpha * white, through,
+                   tolerances)
 
 
 def plan_segment(matte: Matte, placement: Placement, start: int, end: int, frame_size: tuple[int, int],
@@ -168,7 +178,7 @@ def restore(y: np.ndarray, u: np.ndarray, v: np.ndarray, plan: SegmentPlan, gain
     ys, xs = r.slices()
     observed = y[ys, xs].astype(np.float32)
     core = (alpha > CORE_ALPHA) | ((observed >= plan.white - 3) & (alpha > 0.25))
-    source = _choose(observed, shape, plan.white, [ref[0] for ref in references])
+    source = _choose(observed, shape, [ref[0] for ref in references])
     y[ys, xs] = _restore_plane(observed, alpha, shape.touched, core, plan.white, [ref[0] for ref in references],
                                source)
     cys, cxs = slice(r.y // 2, (r.y + r.h) // 2), slice(r.x // 2, (r.x + r.w) // 2)
@@ -189,23 +199,21 @@ def _filled(source: np.ndarray, references: list[np.ndarray]) -> np.ndarray:
     return filled
 
 
-def _choose(observed: np.ndarray, shape: _Shape, white: float, references: list[np.ndarray]) -> np.ndarray:
+def _choose(observed: np.ndarray, shape: _Shape, references: list[np.ndarray]) -> np.ndarray:
     """Per pixel under the strong part of the mark, the first reference (1-based) that explains the frame
     there, else 0."""
     source = np.zeros(observed.shape, np.int16)
-    alpha, strong, ring = shape.alpha, shape.strong, shape.ring
+    open_ = shape.strong.copy()  # not taken by a better reference yet
+    ring = shape.ring
     for number, reference in enumerate(references, start=1):
         differences = np.abs(observed[ring] - reference[ring])
         seen = differences[np.isfinite(differences)]
         agrees = seen.size > 0 and float(seen.mean()) < RING_AGREES
-        # Under the mark the content shows through at 1 - a only: a tolerance on the observed level alone would
-        # let a reference 5x as far off pass in the core; so it is the content's tolerance, scaled by 1 - a,
-        # above the codec's noise.
-        content_tolerance = EXPLAINED_LOOSE if agrees else EXPLAINED  # likelier if it fits around the mark
-        tolerance = np.maximum(CODEC_NOISE, content_tolerance * (1.0 - alpha))
-        explained = np.abs(observed - (alpha * white + (1.0 - alpha) * reference)) <= tolerance
-        explained = cv2.erode(explained.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # no lone pixels
-        source[(source == 0) & strong & explained] = number
+        tolerance = shape.tolerances[1] if agrees else shape.tolerances[0]
+        explained = np.abs(observed - shape.lift - shape.through * reference) <= tolerance
+        taken = (cv2.erode(explained.view(np.uint8), _SQUARE3) > 0) & open_  # no lone pixels
+        source[taken] = number
+        open_ &= ~taken
     return source
 
 
