@@ -14,7 +14,14 @@ from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
-DEPTH = 6  # frames in flight between two stages: enough to ride out a slow frame in any stage
+DEPTH = 2  # items in flight between two stages, at the least
+IN_FLIGHT_BYTES = 8 * 2**20  # frames in flight between two stages, at the most: six at 720p, two at 1080p
+
+
+def depth_for(frame_bytes: int) -> int:
+    """How many frames two stages may hand over at once: enough to ride out a slow frame in either, within a
+    fixed memory budget."""
+    return max(DEPTH, min(6, IN_FLIGHT_BYTES // max(1, frame_bytes)))
 _DONE = object()
 _POLL = 0.1  # seconds a blocked stage waits before checking whether it was stopped
 

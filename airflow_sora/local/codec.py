@@ -20,7 +20,7 @@ from typing import Any
 import av
 import numpy as np
 
-from airflow_sora.local.ahead import Behind, ahead
+from airflow_sora.local.ahead import Behind, ahead, depth_for
 from airflow_sora.local.errors import NotAVideoError
 from airflow_sora.local.settings import EngineSettings
 
@@ -207,8 +207,9 @@ def transcode(src: str, dst: str, settings: EngineSettings, edit: Callable[[int,
                 writer.put(from_planes(planes))  # never the decoder's own frame: see ``to_planes``
                 counts["written"] += 1
 
-            with Behind(write) as writer:
-                for packet, planes in ahead(_demuxed(inp, vin, ain)):
+            depth = depth_for(vin.codec_context.width * vin.codec_context.height * 3 // 2)
+            with Behind(write, depth) as writer:
+                for packet, planes in ahead(_demuxed(inp, vin, ain), depth):
                     if planes is None:  # an audio packet: remuxed as it is
                         packet.stream = aout
                         writer.put(packet)

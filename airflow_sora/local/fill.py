@@ -46,15 +46,16 @@ class SegmentPlan:
     outer: Box | None = None  # the region with a margin of content around it, to measure the camera's motion
     points: np.ndarray | None = None  # where to track that motion, in the outer box
     main_parts: list[np.ndarray] = field(default_factory=list)  # the detail of each large part alone
-    full: _Shape | None = field(default=None, repr=False, compare=False)  # the mark at full strength, once
+    # the mark at full strength, worked out once: plans at one place share this list (and its arrays)
+    full: list[_Shape] = field(default_factory=list, repr=False, compare=False)
 
     def shape(self, gains: list[float]) -> _Shape:
         """The mark's alpha at these part strengths, and what follows from it alone. Inside a hold every part
-        is at full strength: that shape is worked out once per plan, not per frame."""
+        is at full strength: that shape is worked out once per place, not per frame or per segment."""
         if all(g == 1.0 for g in gains):
-            if self.full is None:
-                self.full = _Shape.of(self.parts, gains, self.white)
-            return self.full
+            if not self.full:
+                self.full.append(_Shape.of(self.parts, gains, self.white))
+            return self.full[0]
         return _Shape.of(self.parts, gains, self.white)
 
 

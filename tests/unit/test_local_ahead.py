@@ -80,3 +80,14 @@ def test_when_the_caller_fails_behind_drops_the_rest_and_the_callers_error_stand
         writer.put(1)
         raise KeyError("edit failed")
     assert seen in ([], [1])
+
+
+def test_frames_in_flight_fit_a_fixed_budget_whatever_the_resolution() -> None:
+    from airflow_sora.local.ahead import DEPTH, IN_FLIGHT_BYTES, depth_for
+
+    for width, height in ((640, 360), (1280, 720), (1920, 1080), (3840, 2160)):
+        frame_bytes = width * height * 3 // 2
+        depth = depth_for(frame_bytes)
+        assert depth >= DEPTH
+        assert depth == DEPTH or depth * frame_bytes <= IN_FLIGHT_BYTES
+    assert depth_for(1280 * 720 * 3 // 2) > depth_for(1920 * 1080 * 3 // 2)

@@ -220,6 +220,14 @@ def true_plan(alpha: np.ndarray, x: float, y: float, still: np.ndarray | None = 
     return plan_segment(matte, matte.placements[0], 0, 40, (320, 180), grey)
 
 
+def test_plans_at_one_place_share_the_marks_full_shape() -> None:
+    icon, word = drawn_mark()
+    first = true_plan(icon + word, 40.0, 30.0)
+    matte = Matte(icon + word, (icon + word > 0.004).astype(np.int32), {0: first.placement}, WHITE)
+    again = plan_segment(matte, first.placement, 100, 140, (320, 180), None, first)
+    assert again.shape([1.0] * len(again.parts)) is first.shape([1.0] * len(first.parts))
+
+
 def planes(luma: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (np.clip(luma + 0.5, 0, 255).astype(np.uint8), np.full((90, 160), 128, np.uint8),
             np.full((90, 160), 128, np.uint8))
