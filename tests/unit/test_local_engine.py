@@ -144,6 +144,19 @@ def test_match_places_a_template_to_a_tenth_of_a_pixel():
     assert found[2] > 0.95
 
 
+def test_the_correlation_at_one_position_is_the_searchs_score_there():
+    from airflow_sora.local.find import correlation
+
+    rng = np.random.default_rng(3)
+    icon, word = drawn_mark()
+    template = high_pass((icon + word) * 255.0, 2.0)
+    for noise in (0.0, 20.0, 200.0):
+        frame = high_pass((icon + word) * 255.0 + rng.normal(0, noise, icon.shape).astype(np.float32), 2.0)
+        searched = cv2.matchTemplate(frame, template, cv2.TM_CCOEFF_NORMED)[0, 0]
+        assert correlation(frame, template) == pytest.approx(float(searched), abs=1e-4)
+    assert correlation(np.zeros_like(template), template) == 0.0  # no detail at all: no match, no division
+
+
 # the matte -------------------------------------------------------------------------------------------------
 def segment_samples(alpha: np.ndarray) -> list[Samples]:
     """Two segments, 24 frames each, of a mark over panning content; each region also seen without it."""
