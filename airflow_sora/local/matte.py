@@ -87,7 +87,9 @@ def learn(samples: list[Samples], white: float = 235.0) -> Matte | None:
     usable = [s for s in samples if len(s.marked) >= 3]
     if not usable:
         return None
-    means = [_mark_detail(s) for s in usable]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # NumPy and OpenCV release the GIL
+        means = list(pool.map(_mark_detail, usable))
+        list(pool.map(still_background, usable))  # worked out now, on both cores; asked for below
     chosen = _reference(usable, means)
     if chosen is None:
         return None
