@@ -44,7 +44,7 @@ def motion(previous: np.ndarray, current: np.ndarray, points: np.ndarray) -> np.
     measured (too few points tracked, or they disagree)."""
     if len(points) < MIN_POINTS:
         return None
-    moved, status, _ = cv2.calcOpticalFlowPyrLK(previous, current, points, None, winSize=(11, 11), maxLevel=2,  # type: ignore[call-overload]
+    moved, status, _ = cv2.calcOpticalFlowPyrLK(previous, current, points, None, winSize=(9, 9), maxLevel=2,  # type: ignore[call-overload]
                                                 criteria=LK_STOP)
     good = status.ravel() == 1
     if int(good.sum()) < MIN_POINTS:
