@@ -180,7 +180,7 @@ def _still(sample: Samples) -> tuple[np.ndarray, np.ndarray, np.ndarray, Box] | 
 
 
 def _render(source: str, target: str, settings: EngineSettings, matte: Matte, plans: list[SegmentPlan],
-            hindsight: dict[int, tuple[SegmentPlan, list[Reference]]], report: CleanReport, tick: _Ticker) -> None:
+            hindsight: dict[int, tuple[SegmentPlan, Reference]], report: CleanReport, tick: _Ticker) -> None:
     support = matte.support()
     follower = Follower()
     leaving = _Leaving(plans)
@@ -188,15 +188,19 @@ def _render(source: str, target: str, settings: EngineSettings, matte: Matte, pl
 
     def edit(index: int, planes: codec.Planes) -> None:
         def references(plan: SegmentPlan) -> list[Reference]:
-            seen = hindsight.get(index)
-            later = seen[1] if seen is not None and seen[0] is plan else []
             if not previous:
-                return later
+                return []
             before, before_plan = previous[0]
-            return later + follower.references(before, planes, plan, fresh=before_plan is not plan)
+            return follower.references(before, planes, plan, fresh=before_plan is not plan)
 
-        plan = _clean(index, planes, plans, references, previous[0][1] if previous else None, leaving,
-                      leaving.score)
+        restored = hindsight.pop(index, None)
+        plan: SegmentPlan | None
+        if restored is not None:  # the opening's walk cleaned this frame already
+            plan = restored[0]
+            _paste(planes, plan.region, restored[1])
+        else:
+            plan = _clean(index, planes, plans, references, previous[0][1] if previous else None, leaving,
+                          leaving.score)
         if plan is not None:
             report.positions[index] = _corner(plan, support)
             report.marked_frames += 1
@@ -278,10 +282,10 @@ def _give_back_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def _compact(reference: Reference) -> Reference:
-    """Half-precision copies (levels to an eighth, NaN kept): the opening's references wait for the render."""
-    y, u, v = (plane.astype(np.float16) for plane in reference)
-    return y, u, v
+def _paste(planes: codec.Planes, region: Box, content: Reference) -> None:
+    ys, xs = region.slices()
+    cys, cxs = region.half().slices()
+    planes.y[ys, xs], planes.u[cys, cxs], planes.v[cys, cxs] = content
 
 
 def _most_present(plans: list[SegmentPlan], presence_of: Callable[[SegmentPlan], float]) -> SegmentPlan | None:
@@ -409,14 +413,15 @@ class _Opening:
         self.crops.append(codec.Planes(planes.y[ys, xs].copy(), planes.u[cys, cxs].copy(),
                                        planes.v[cys, cxs].copy(), None, None))
 
-    def hindsight(self, plans: list[SegmentPlan]) -> dict[int, tuple[SegmentPlan, list[Reference]]]:
-        """Per frame of the opening, the region's content as the frames after it showed it."""
+    def hindsight(self, plans: list[SegmentPlan]) -> dict[int, tuple[SegmentPlan, Reference]]:
+        """Per frame of the opening, the mark's region cleaned with the content the frames after it showed (Y,
+        U, V): the render takes it as it is."""
         opening = next((p for p in plans if p.start - EDGE <= 0), None)
         if opening is None or opening.outer is None or not self.region.contains(opening.outer):
             return {}
         local = replace(opening, region=opening.region.moved(-self.region.x, -self.region.y),
                         outer=opening.outer.moved(-self.region.x, -self.region.y))
-        seen: dict[int, tuple[SegmentPlan, list[Reference]]] = {}
+        seen: dict[int, tuple[SegmentPlan, Reference]] = {}
         follower = Follower()
         scores = [presence(crop.y, local) for crop in self.crops]
         shown = [i for i, score in enumerate(scores) if score >= PRESENT_SCORE]
@@ -432,9 +437,11 @@ class _Opening:
         for index in reversed(range(min(len(self.crops), leaves + 3))):  # from just after the mark left
             now = self.crops[index]
             found = follower.references(later[0], now, local, fresh=not later[1]) if later is not None else []
-            if found and index <= opening.end + EDGE:
-                seen[index] = (opening, [_compact(reference) for reference in found])
             marked = _clean(index, now, [local], _given(found), None, fading, known) is not None
+            if marked and found and index <= opening.end + EDGE:
+                ys, xs = local.region.slices()
+                cys, cxs = local.region.half().slices()
+                seen[index] = (opening, (now.y[ys, xs].copy(), now.u[cys, cxs].copy(), now.v[cys, cxs].copy()))
             later = (now, marked)
         self.crops.clear()
         return seen
