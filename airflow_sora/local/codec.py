@@ -125,10 +125,10 @@ class Scanned:
                         bisect.insort(stamps, packet.pts)
                 for frame in packet.decode():
                     # the decoder hands a frame out only once every earlier one has come in (it reorders)
-                    index = bisect.bisect_left(stamps, frame.pts) if frame.pts is not None and \
-                        len(stamps) == self.frames else count
+                    timed = frame.pts is not None and len(stamps) == self.frames
+                    index = bisect.bisect_left(stamps, frame.pts) if timed else count
                     count += 1
-                    if not sparse and index + 1 >= self.all_until:
+                    if timed and not sparse and index + 1 >= self.all_until:  # untimed: every frame, counted
                         stream.codec_context.skip_frame, sparse = "NONREF", True
                     yield index, to_planes(frame, writable=False)
 
