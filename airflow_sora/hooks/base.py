@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from airflow.sdk import BaseHook
 from pydantic import SecretStr
 
-from airflow_sora.ratelimit import KIE_WINDOW_SECONDS, SAFETY_MARGIN
+from airflow_sora.ratelimit import KIE_WINDOW_SECONDS, SAFETY_MARGIN, create_burst
 from airflow_sora.services.base import (
     DEFAULT_UPLOAD_METHOD,
     UPLOAD_METHODS,
@@ -67,6 +67,7 @@ def config_from_connection(conn: Any, *, conn_type: str, default_base_url: str,
         allow_private_result_hosts=str(extras.get("allow_private_result_hosts", "false")).lower() in _TRUE,
         retry=policy,
         create_rate=_create_rate(extras),
+        create_burst=create_burst(float(extras["create_limit"])) if "create_limit" in extras else 1.0,
         create_window=float(extras.get("create_window", KIE_WINDOW_SECONDS)),
         rate_limiter_conn_id=str(extras["rate_limiter_conn_id"]) if "rate_limiter_conn_id" in extras else None,
     )

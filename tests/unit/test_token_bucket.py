@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_sora.ratelimit import TokenBucket, kie_default_rate, shared_bucket
+from airflow_sora.ratelimit import SAFETY_MARGIN, TokenBucket, create_burst, kie_default_rate, shared_bucket
 from tests.unit.clock import Clock
 
 
@@ -21,6 +21,20 @@ def test_any_window_holds_at_most_the_limit() -> None:
     send_times = [clock.now + bucket.reserve() for _ in range(200)]
     for start in send_times:
         assert sum(start <= t < start + 10.0 for t in send_times) <= 20
+
+
+@pytest.mark.parametrize(("limit", "burst"), [(20, 1), (100, 1), (200, 3), (500, 7)])
+def test_a_raised_limit_saves_up_a_few_creates_and_any_window_still_holds_its_limit(limit: int, burst: int) -> None:
+    """Half the safety margin may go out at once (Kie's own 20 per 10 s: none); the other half stays spare."""
+    assert create_burst(limit) == burst
+    clock = Clock(100)
+    bucket = TokenBucket(rate=limit / 10.0 * SAFETY_MARGIN, capacity=create_burst(limit), clock=clock)
+    send_times = []
+    for k in range(4 * limit):
+        clock.now += 0.5 if k % 50 == 0 else 0.0  # pauses now and then: the bucket saves up, then bursts
+        send_times.append(clock.now + bucket.reserve())
+    for start in send_times:
+        assert sum(start <= t < start + 10.0 for t in send_times) <= limit * (1 + SAFETY_MARGIN) / 2 + 1
 
 
 def test_tokens_refill_up_to_capacity_only() -> None:
