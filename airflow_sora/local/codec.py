@@ -28,6 +28,9 @@ DISCLOSURE = "AI-generated (OpenAI Sora)"
 # The UUID of the box that carries C2PA content credentials in an ISO-BMFF file (C2PA spec, 11.3.4).
 C2PA_UUID = bytes.fromhex("d8fec3d61b0e483c92975828877ec481")
 FULL_RANGE = 2  # FFmpeg's AVCOL_RANGE_JPEG
+# The scan skips frames, so chains of reference frames leave one frame thread per core idle: twice as many
+# keep the cores busy (FFmpeg's own choice is one more than the cores).
+SCAN_THREADS = min(8, 2 * (os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ class Scanned:
     def _decoded(self) -> Iterator[tuple[int, Planes]]:
         with av.open(self.path) as container:
             stream = container.streams.video[0]
-            _thread(stream, self.threads)
+            _thread(stream, self.threads or SCAN_THREADS)
             stamps: list[int] = []  # every packet's timestamp so far, sorted: a frame's index is its rank
             count, sparse = 0, False
             for packet in container.demux(stream):
