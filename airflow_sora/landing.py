@@ -227,7 +227,7 @@ class ResultLander:
         for landed in filter(None, published):
             target = self.output / landed.uri.rsplit("/", 1)[-1]
             try:
-                delete_if_present(target)
+                delete_if_present(target, outlast=True)
             except Exception as failure:
                 left.append(f"{target.name} ({type(failure).__name__}: {failure})")
         why = f"its sidecar {sidecar_path.name} could not be published ({type(error).__name__}: {error})"

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from airflow_sora.storeretry import retrying
+
 #: S3's smallest allowed part (but the last) is 5 MiB; 8 MiB parts allow objects up to ~80 GB (10,000 parts).
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
 DEFAULT_CONCURRENCY = 4
@@ -79,7 +81,11 @@ class ConcurrentMultipartUpload:
         self._pool.shutdown(wait=True)
         if self._upload_id is not None:
             upload_id, self._upload_id = self._upload_id, None
-            self._call("abort_multipart_upload", UploadId=upload_id)
+            # outlasts the client's own retries: an abort lost to a failing store leaves the upload in
+            # progress (and billed) until a lifecycle rule, if the bucket has one, frees it
+            retrying(lambda: self._call("abort_multipart_upload", UploadId=upload_id),
+                     store=f"S3 bucket {self.bucket!r}", operation=f"abort_multipart_upload {self.key!r}",
+                     outlast=True)
 
     # internals ------------------------------------------------------------------------------------
     def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:

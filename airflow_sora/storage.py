@@ -298,18 +298,23 @@ S3_ABSENT_ON_GET = ("NoSuchKey", "404")
 S3_ABSENT_ON_HEAD = (*S3_ABSENT_ON_GET, "NotFound")
 
 
-def delete_if_present(target: ObjectStoragePath) -> None:
-    """One DELETE on S3 (fsspec's ``rm`` lists and batch-deletes); absent is fine."""
+def delete_if_present(target: ObjectStoragePath, *, outlast: bool = False) -> None:
+    """One DELETE on S3 (fsspec's ``rm`` lists and batch-deletes); absent is fine. ``outlast``: keep trying
+    after the store's own retries gave up (taking back a video whose sidecar could not be published)."""
     if (s3 := s3_api_for(target)) is not None:
         bucket, key = bucket_and_key(target)
-        s3("delete_object", Bucket=bucket, Key=key)
+        if outlast:
+            retrying(lambda: s3("delete_object", Bucket=bucket, Key=key), store=store_name(target),
+                     operation=f"deleting {target.name}", outlast=True)
+        else:
+            s3("delete_object", Bucket=bucket, Key=key)
         return
 
     def delete() -> None:
         with contextlib.suppress(FileNotFoundError):
             target.unlink()
 
-    retrying(delete, store=store_name(target), operation=f"deleting {target.name}")
+    retrying(delete, store=store_name(target), operation=f"deleting {target.name}", outlast=outlast)
 
 
 def read_bytes_or_none(path: ObjectStoragePath) -> bytes | None:

@@ -201,16 +201,31 @@ def test_s3_commit_failing_leaves_no_object_and_no_upload(s3_server: str, s3_buc
     assert s3_keys(s3_server, s3_bucket) == {} and open_uploads(s3_server, s3_bucket) == []
 
 
+def test_s3_an_abort_the_store_fails_once_is_tried_again(s3_server: str, s3_bucket: str,
+                                                         fast_retries: StoreRetryPolicy) -> None:
+    """An abort outlasts the client's own retries: one lost to a failing store would leave the upload in
+    progress, billed, until a lifecycle rule frees it."""
+    target = s3_target(s3_bucket, "clean/v.mp4")
+    with pytest.raises(RuntimeError, match="verification failed"), publish(target) as publication:
+        sink = publication._sink
+        sink._s3 = failing(sink._s3, "abort_multipart_upload",  # type: ignore[attr-defined]
+                           storeretry.unavailable("S3 bucket", "abort_multipart_upload", ConnectionResetError(), 6))
+        publication.write(os.urandom(9 * MIB))
+        raise RuntimeError("verification failed")
+    assert open_uploads(s3_server, s3_bucket) == [] and s3_keys(s3_server, s3_bucket) == {}
+
+
 def test_s3_discard_failing_never_hides_the_error_and_names_the_upload(
-        s3_server: str, s3_bucket: str, caplog: pytest.LogCaptureFixture) -> None:
-    """An abort the store refuses leaves the upload in progress (a bucket lifecycle rule frees it): the
-    caller still gets the error that made it discard, and the log names the upload."""
+        s3_server: str, s3_bucket: str, caplog: pytest.LogCaptureFixture, fast_retries: StoreRetryPolicy) -> None:
+    """An abort the store keeps refusing leaves the upload in progress (a bucket lifecycle rule frees it):
+    the caller still gets the error that made it discard, and the log names the upload."""
     target = s3_target(s3_bucket, "clean/v.mp4")
     with caplog.at_level(logging.WARNING, logger="airflow_sora.storage"), \
             pytest.raises(RuntimeError, match="verification failed"), publish(target) as publication:
         sink = publication._sink
         sink._s3 = failing(sink._s3, "abort_multipart_upload",  # type: ignore[attr-defined]
-                           storeretry.unavailable("S3 bucket", "abort_multipart_upload", ConnectionResetError(), 6))
+                           storeretry.unavailable("S3 bucket", "abort_multipart_upload", ConnectionResetError(), 6),
+                           times=1000)
         publication.write(os.urandom(9 * MIB))
         raise RuntimeError("verification failed")
     (left,) = open_uploads(s3_server, s3_bucket)
