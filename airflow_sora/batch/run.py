@@ -7,8 +7,10 @@ person watching the log informed.
 
 from __future__ import annotations
 
+import gc
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from airflow_sora.batch.claims import Claims
@@ -77,9 +79,10 @@ class BatchRun:
     def plan_and_submit(self) -> None:
         to_submit = Planner(self.ledger, self.lander, self.settings, self.verdicts, self.claims).plan()
         self._enter("submitting" if to_submit else "waiting")
-        self.submitter.submit_all(to_submit)
-        self._enter("waiting")
-        self.submitter.finish_tail()
+        with long_lived_frozen():
+            self.submitter.submit_all(to_submit)
+            self._enter("waiting")
+            self.submitter.finish_tail()
 
     def waiting_task_ids(self) -> list[str]:
         return waiting_task_ids(self.ledger)
@@ -131,3 +134,23 @@ class BatchRun:
     def _changed(self) -> None:
         if self.progress.due(self.stage):  # counting is O(N): only when a line is due
             self.progress.update(self.stage, self.counts())
+
+
+@contextmanager
+def long_lived_frozen() -> Iterator[None]:
+    """Keep Python's full collections off what already exists while the try submits.
+
+    A full collection walks every object the process holds (Airflow's own and the planned ledger) with the GIL
+    held, stopping every create and poll: at N=5,000 two of them took 0.96 s together (0.52 s the longest),
+    places under the running cap held all the while. What exists once planning is done lives as long as the
+    try; frozen, those passes skip it (11 of them took 0.41 s together, 0.09 s the longest). The heap is
+    unfrozen after, so nothing stays uncollectable for good, unless it was frozen before (e.g. before a fork):
+    that freeze stays as its owner left it.
+    """
+    frozen_before = gc.get_freeze_count()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        if not frozen_before:
+            gc.unfreeze()
