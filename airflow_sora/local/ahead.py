@@ -4,11 +4,17 @@ PyAV releases the GIL while FFmpeg decodes and encodes, and NumPy and OpenCV rel
 so a decoder running ahead of the engine, and an encoder running behind it, use the second core while the
 engine thinks about one frame. Each hand-over is a short bounded queue: memory stays a few frames, whatever
 the video's length. An error in a stage reaches the caller; a caller that stops early stops the stage.
+
+The encoder is the slowest stage and the others have frames in hand to spare: ``yielding`` runs the others at
+a lower priority, so when the cores are busy the encoder's threads go first.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
@@ -22,8 +28,48 @@ def depth_for(frame_bytes: int) -> int:
     """How many frames two stages may hand over at once: enough to ride out a slow frame in either, within a
     fixed memory budget."""
     return max(DEPTH, min(6, IN_FLIGHT_BYTES // max(1, frame_bytes)))
+LOWER_BY = 10  # nice steps below the rest of the process (a thread at +10 gets about a tenth of a busy core)
 _DONE = object()
 _POLL = 0.1  # seconds a blocked stage waits before checking whether it was stopped
+
+
+def yielding(work: Callable[[threading.Event], T]) -> T:
+    """``work(stopped)`` on a thread of its own at a lower priority than the caller's, its result or error
+    returned or raised here. Threads it starts (a decoder running ahead) inherit the priority; threads started
+    before it (an encoder behind) keep theirs. The calling thread's own priority never changes; if it is
+    interrupted, ``stopped`` is set and ``work`` should end soon."""
+    stopped = threading.Event()
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        _lower_this_thread()
+        try:
+            outcome.append(work(stopped))
+        except BaseException as exc:  # raised in the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="sora-local-work", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(_POLL)
+    except BaseException:
+        stopped.set()
+        raise
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
+def _lower_this_thread() -> None:
+    """Linux gives each thread a nice value of its own; elsewhere (where a thread id is no process id) this does
+    nothing rather than risk another process."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError):
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + LOWER_BY))
 
 
 class _Failed:

@@ -56,17 +56,22 @@ def motion(previous: np.ndarray, current: np.ndarray, points: np.ndarray) -> np.
     return matrix
 
 
-def warp(plane: np.ndarray, matrix: np.ndarray, scale: float = 1.0, *, keep_unseen: bool = True) -> np.ndarray:
+def warp(plane: np.ndarray, matrix: np.ndarray, scale: float = 1.0, *, keep_unseen: bool = True,
+         cut: Box | None = None) -> np.ndarray:
     """``plane`` (a crop of another frame) moved as ``matrix`` says; ``scale`` 0.5 for chroma. Pixels whose
-    source lies outside the crop repeat its border, or are NaN without ``keep_unseen``."""
+    source lies outside the crop repeat its border, or are NaN without ``keep_unseen``. With ``cut`` (in the
+    crop's own pixels, at ``scale``) only that part of the result is worked out."""
     m = matrix.copy()
     m[:, 2] *= scale
     h, w = plane.shape
+    if cut is not None:  # the same pixels as cutting the whole result, at a fraction of the work
+        m[:, 2] -= (cut.x, cut.y)
+        w, h = cut.w, cut.h
+    source = plane.astype(np.float32, copy=False)
     if keep_unseen:
-        return cv2.warpAffine(plane.astype(np.float32, copy=False), m, (w, h), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
-    return cv2.warpAffine(plane.astype(np.float32, copy=False), m, (w, h), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=float("nan"))
+        return cv2.warpAffine(source, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(source, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=float("nan"))
 
 
 def compose(later: np.ndarray, earlier: np.ndarray) -> np.ndarray:

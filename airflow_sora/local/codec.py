@@ -11,6 +11,7 @@ import bisect
 import os
 import shutil
 import struct
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 import av
 import numpy as np
 
-from airflow_sora.local.ahead import Behind, ahead, depth_for
+from airflow_sora.local.ahead import Behind, ahead, depth_for, yielding
 from airflow_sora.local.errors import NotAVideoError
 from airflow_sora.local.settings import EngineSettings
 
@@ -187,7 +188,8 @@ def transcode(src: str, dst: str, settings: EngineSettings, edit: Callable[[int,
               peek: Callable[[int, Planes], None] | None = None) -> int:
     """Decode ``src``, let ``edit`` change each frame's planes in place, encode to
     ``dst`` with the audio remuxed; returns the number of frames written. Timestamps and the audio packets pass
-    through unchanged. Decoding runs ahead of ``edit`` and encoding behind it, each on a thread of its own.
+    through unchanged. Decoding runs ahead of ``edit`` and encoding behind it, each on a thread of its own;
+    the encoder, the slowest, goes first when the cores are busy (``ahead.yielding``).
     ``peek`` sees each frame as decoded, ``lookahead`` frames before ``edit`` gets it: what comes next can
     decide how a frame is edited."""
     try:
@@ -211,8 +213,11 @@ def transcode(src: str, dst: str, settings: EngineSettings, edit: Callable[[int,
                 counts["written"] += 1
 
             depth = depth_for(vin.codec_context.width * vin.codec_context.height * 3 // 2)
-            with Behind(write, depth) as writer:
+
+            def pump(writer: Behind[Any], stopped: threading.Event) -> None:
                 for packet, planes in ahead(_demuxed(inp, vin, ain), depth):
+                    if stopped.is_set():
+                        raise InterruptedError(f"{src}: stopped while transcoding")
                     if planes is None:  # an audio packet: remuxed as it is
                         packet.stream = aout
                         writer.put(packet)
@@ -225,6 +230,9 @@ def transcode(src: str, dst: str, settings: EngineSettings, edit: Callable[[int,
                         finish(pending.popleft(), writer)
                 while pending:
                     finish(pending.popleft(), writer)
+
+            with Behind(write, depth) as writer:  # the encoder's thread keeps the caller's priority
+                yielding(lambda stopped: pump(writer, stopped))
             out.mux(vout.encode(None))
             return counts["written"]
     except av.FFmpegError as exc:

@@ -67,8 +67,8 @@ def _crop(planes: Planes, box: borrow.Box) -> Reference:
 
 def _cut(crop: Reference, matrix: np.ndarray, dx: int, dy: int, w: int, h: int, *, keep_unseen: bool
          ) -> Reference:
-    """The crop moved by ``matrix``, cut to the region (at ``dx``, ``dy`` in the crop)."""
-    y, u, v = (borrow.warp(plane, matrix, scale, keep_unseen=keep_unseen) for plane, scale in
-               ((crop[0], 1.0), (crop[1], 0.5), (crop[2], 0.5)))
-    return (y[dy:dy + h, dx:dx + w], u[dy // 2:(dy + h) // 2, dx // 2:(dx + w) // 2],
-            v[dy // 2:(dy + h) // 2, dx // 2:(dx + w) // 2])
+    """The crop moved by ``matrix``, cut to the region (at ``dx``, ``dy`` in the crop; even, as boxes are)."""
+    luma = borrow.Box(dx, dy, w, h)
+    y, u, v = (borrow.warp(plane, matrix, scale, keep_unseen=keep_unseen, cut=box) for plane, scale, box in
+               ((crop[0], 1.0, luma), (crop[1], 0.5, luma.half()), (crop[2], 0.5, luma.half())))
+    return y, u, v

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections.abc import Iterator
 
 import pytest
 
-from airflow_sora.local.ahead import Behind, ahead
+from airflow_sora.local.ahead import LOWER_BY, Behind, ahead, yielding
 
 
 def test_ahead_yields_everything_in_order_from_another_thread() -> None:
@@ -91,3 +93,41 @@ def test_frames_in_flight_fit_a_fixed_budget_whatever_the_resolution() -> None:
         assert depth >= DEPTH
         assert depth == DEPTH or depth * frame_bytes <= IN_FLIGHT_BYTES
     assert depth_for(1280 * 720 * 3 // 2) > depth_for(1920 * 1080 * 3 // 2)
+
+
+def _nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+def test_yielding_returns_the_work_s_result_from_another_thread() -> None:
+    assert yielding(lambda stopped: (threading.current_thread().name, stopped.is_set())) == ("sora-local-work",
+                                                                                             False)
+
+
+def test_an_error_in_yielding_work_is_raised_in_the_caller() -> None:
+    def failing(_stopped: threading.Event) -> int:
+        raise ValueError("frame 7 could not be edited")
+
+    with pytest.raises(ValueError, match="frame 7"):
+        yielding(failing)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")
+def test_yielding_work_and_the_threads_it_starts_run_below_the_caller_which_keeps_its_own() -> None:
+    before = _nice()
+    seen: dict[str, int] = {}
+
+    def work(_stopped: threading.Event) -> None:
+        seen["work"] = _nice()
+        started = threading.Thread(target=lambda: seen.setdefault("started", _nice()))
+        started.start()
+        started.join()
+
+    encoder = threading.Thread(target=lambda: (threading.Event().wait(0.2), seen.setdefault("earlier", _nice())))
+    encoder.start()  # started before the work: keeps the caller's priority
+    yielding(work)
+    encoder.join()
+    assert seen["work"] == min(19, before + LOWER_BY) > before
+    assert seen["started"] == seen["work"]
+    assert seen["earlier"] == before
+    assert _nice() == before
