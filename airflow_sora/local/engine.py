@@ -183,7 +183,7 @@ def _render(source: str, target: str, settings: EngineSettings, matte: Matte, pl
             hindsight: dict[int, tuple[SegmentPlan, Reference]], report: CleanReport, tick: _Ticker) -> None:
     support = matte.support()
     follower = Follower()
-    leaving = _Leaving(plans)
+    leaving = _Leaving(plans, pasted=set(hindsight))
     previous: list[tuple[codec.Planes, SegmentPlan | None]] = []  # the frame before (restored), its plan
 
     def edit(index: int, planes: codec.Planes) -> None:
@@ -214,14 +214,18 @@ def _render(source: str, target: str, settings: EngineSettings, matte: Matte, pl
 class _Leaving:
     """Whether the mark leaves a place within the next few frames: its text fades only then, so only then are
     the parts' strengths measured (over fine texture that measure errs, and a mark held at full strength
-    needs none). Fed each frame ``FADE_LOOKAHEAD`` frames before it is cleaned, near the ends of the holds."""
+    needs none). Fed each frame ``FADE_LOOKAHEAD`` frames before it is cleaned, near the ends of the holds;
+    frames the opening's walk cleaned already (``pasted``) are asked about by no frame cleaned here."""
 
-    def __init__(self, plans: list[SegmentPlan]) -> None:
+    def __init__(self, plans: list[SegmentPlan], pasted: set[int] | None = None) -> None:
         self.plans = plans
+        self.pasted = pasted or set()
         self.scores: dict[int, dict[int, float]] = {}  # frame -> id(plan) -> presence
 
     def peek(self, index: int, planes: codec.Planes) -> None:
         self.scores.pop(index - FADE_LOOKAHEAD - 2, None)
+        if all(i in self.pasted for i in range(index - FADE_LOOKAHEAD, index + 1)):
+            return  # neither this frame nor one cleaned just before it looks at this frame's score
         near = [p for p in self.plans if p.end - EDGE <= index <= p.end + EDGE + FADE_LOOKAHEAD]
         if near:
             self.scores[index] = {id(p): presence(planes.y, p) for p in near}

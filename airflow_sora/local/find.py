@@ -9,6 +9,8 @@ the mark's shape, size, positions or timing in advance.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -128,10 +130,14 @@ class Scanner:
         stack = np.stack(self.windows)  # float16: one small map per window however long the video
         self.windows.clear()
         evidence = np.empty_like(stack)
-        for top in range(0, stack.shape[1], BAND_ROWS):  # a band of rows at a time keeps the temporaries small
-            band = slice(top, top + BAND_ROWS)
-            evidence[:, band] = _steady_evidence(stack[:, band].astype(np.float32))
-        blobs = [strongest_cluster(e.astype(np.float32)) for e in evidence]
+
+        def band(top: int) -> None:  # a band of rows at a time keeps the temporaries small
+            rows = slice(top, top + BAND_ROWS)
+            evidence[:, rows] = _steady_evidence(stack[:, rows].astype(np.float32))
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # NumPy and OpenCV release the GIL
+            list(pool.map(band, range(0, stack.shape[1], BAND_ROWS)))
+            blobs = list(pool.map(lambda e: strongest_cluster(e.astype(np.float32)), evidence))
         return _joined(self._group(blobs))
 
     def _group(self, blobs: list[tuple[Box, float] | None]) -> list[CoarseSegment]:
