@@ -19,6 +19,7 @@ import gc
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -88,10 +89,12 @@ def clean_file(src: str | os.PathLike[str], dst: str | os.PathLike[str],
     else:
         plans = _plans(matte, samples, (info.width, info.height))
         del samples  # memory: the plans keep what rendering needs
-        hindsight = opening.hindsight(plans) if opening is not None else {}
-        del opening
         _give_back_freed_memory()
-        _render(source, target, settings, matte, plans, hindsight, report, tick)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sora-local-opening") as walk:
+            # the opening's walk runs while the render opens the files and decodes its first frames
+            walked = walk.submit(opening.hindsight, plans) if opening is not None else None
+            del opening
+            _render(source, target, settings, matte, plans, walked, report, tick)
         report.mark_found = report.marked_frames > 0
         report.segments = _segments(report.positions, plans, matte)
         report.confidence = round(float(np.mean([s.confidence for s in report.segments])), 3) if report.segments \
@@ -180,10 +183,14 @@ def _still(sample: Samples) -> tuple[np.ndarray, np.ndarray, np.ndarray, Box] | 
 
 
 def _render(source: str, target: str, settings: EngineSettings, matte: Matte, plans: list[SegmentPlan],
-            hindsight: dict[int, tuple[SegmentPlan, Reference]], report: CleanReport, tick: _Ticker) -> None:
+            opening: Future[dict[int, tuple[SegmentPlan, Reference]]] | None, report: CleanReport, tick: _Ticker
+            ) -> None:
+    """``opening``: the opening's frames cleaned by its walk (``_Opening.hindsight``), awaited at the first
+    frame."""
     support = matte.support()
     follower = Follower()
-    leaving = _Leaving(plans, pasted=set(hindsight))
+    leaving = _Leaving(plans)
+    hindsight: dict[int, tuple[SegmentPlan, Reference]] = {}
     previous: list[tuple[codec.Planes, SegmentPlan | None]] = []  # the frame before (restored), its plan
 
     def edit(index: int, planes: codec.Planes) -> None:
@@ -193,6 +200,9 @@ def _render(source: str, target: str, settings: EngineSettings, matte: Matte, pl
             before, before_plan = previous[0]
             return follower.references(before, planes, plan, fresh=before_plan is not plan)
 
+        if index == 0 and opening is not None:
+            hindsight.update(opening.result())
+            leaving.pasted = set(hindsight)
         restored = hindsight.pop(index, None)
         plan: SegmentPlan | None
         if restored is not None:  # the opening's walk cleaned this frame already
@@ -217,9 +227,9 @@ class _Leaving:
     needs none). Fed each frame ``FADE_LOOKAHEAD`` frames before it is cleaned, near the ends of the holds;
     frames the opening's walk cleaned already (``pasted``) are asked about by no frame cleaned here."""
 
-    def __init__(self, plans: list[SegmentPlan], pasted: set[int] | None = None) -> None:
+    def __init__(self, plans: list[SegmentPlan]) -> None:
         self.plans = plans
-        self.pasted = pasted or set()
+        self.pasted: set[int] = set()  # known once the first frame is cleaned
         self.scores: dict[int, dict[int, float]] = {}  # frame -> id(plan) -> presence
 
     def peek(self, index: int, planes: codec.Planes) -> None:

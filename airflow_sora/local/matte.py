@@ -90,15 +90,17 @@ def learn(samples: list[Samples], white: float = 235.0) -> Matte | None:
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # NumPy and OpenCV release the GIL
         means = list(pool.map(_mark_detail, usable))
         list(pool.map(still_background, usable))  # worked out now, on both cores; asked for below
-    chosen = _reference(usable, means)
-    if chosen is None:
-        return None
-    tight, template, fits = chosen
-    placements = {samples.index(sample): Placement(sample.region.x + fit[0], sample.region.y + fit[1], fit[2])
-                  for sample, fit in zip(usable, fits, strict=True) if fit is not None}
-    for index, placement in placements.items():  # frames of a hold without the mark in place teach nothing
-        sample = samples[index]
-        sample.marked = [crop for crop in sample.marked if _shows(crop, template, placement, sample.region)]
+        chosen = _reference(usable, means)
+        if chosen is None:
+            return None
+        tight, template, fits = chosen
+        placements = {samples.index(sample): Placement(sample.region.x + fit[0], sample.region.y + fit[1], fit[2])
+                      for sample, fit in zip(usable, fits, strict=True) if fit is not None}
+        for index, placement in placements.items():  # frames of a hold without the mark in place teach nothing
+            sample = samples[index]
+            shown = list(pool.map(lambda crop: _shows(crop, template, placement, sample.region),  # noqa: B023
+                                  sample.marked))
+            sample.marked = [crop for crop, shows in zip(sample.marked, shown, strict=True) if shows]
     size = (tight.w, tight.h)
     stacks: list[np.ndarray] = []
     backgrounds: list[np.ndarray | None] = []
@@ -196,10 +198,16 @@ def still_background(sample: Samples) -> np.ndarray | None:
 def _still_background(views: list[np.ndarray]) -> np.ndarray | None:
     if len(views) < 5:
         return None
-    stack = np.stack(views).astype(np.float32)
-    median = np.median(stack, axis=0)
-    spread = float(np.percentile(np.abs(stack - median), 90))  # a slow drift shows in the tail, not the middle
+    if _spread(np.stack([v[::4, ::4] for v in views]).astype(np.float32))[1] >= 2 * STILL_SPREAD:
+        return None  # a sixteenth of the pixels tells moving content (most shots) at a sixteenth of the cost
+    median, spread = _spread(np.stack(views).astype(np.float32))
     return median if spread < STILL_SPREAD else None
+
+
+def _spread(stack: np.ndarray) -> tuple[np.ndarray, float]:
+    """The views' median, and how far nine in ten of their pixels stray from it."""
+    median = np.median(stack, axis=0)
+    return median, float(np.percentile(np.abs(stack - median), 90))  # a slow drift shows in the tail
 
 
 def _tight_box(mean_detail: np.ndarray) -> Box | None:
