@@ -23,6 +23,7 @@ import numpy as np
 
 from airflow_sora.local.ahead import Behind, ahead, depth_for, yielding
 from airflow_sora.local.errors import NotAVideoError
+from airflow_sora.local.find import Box
 from airflow_sora.local.settings import EngineSettings
 
 DISCLOSURE = "AI-generated (OpenAI Sora)"
@@ -63,6 +64,20 @@ class Planes:
     pts: int | None
     time_base: Fraction | None
     frame: av.VideoFrame | None = None
+
+    def cut(self, box: Box, *, copy: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The box's Y, U and V (chroma at half size; the box even-aligned, as regions are): views, or copies
+        that keep nothing of the frame alive."""
+        ys, xs = box.slices()
+        cys, cxs = box.half().slices()
+        planes = (self.y[ys, xs], self.u[cys, cxs], self.v[cys, cxs])
+        return (planes[0].copy(), planes[1].copy(), planes[2].copy()) if copy else planes
+
+    def paste(self, box: Box, content: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        """Write ``content`` (what ``cut`` gives) back over the box."""
+        ys, xs = box.slices()
+        cys, cxs = box.half().slices()
+        self.y[ys, xs], self.u[cys, cxs], self.v[cys, cxs] = content
 
 
 def probe(path: str | os.PathLike[str]) -> VideoInfo:

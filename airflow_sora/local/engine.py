@@ -149,13 +149,13 @@ def _learn(source: str, coarse: list[CoarseSegment], info: codec.VideoInfo, sett
 
 
 def _keep(sample: Samples, with_mark: bool, planes: codec.Planes) -> None:
-    ys, xs = sample.region.slices()
     if with_mark:
+        ys, xs = sample.region.slices()
         sample.marked.append(planes.y[ys, xs].copy())
     else:
-        sample.unmarked.append(planes.y[ys, xs].copy())
-        cys, cxs = sample.region.half().slices()
-        sample.unmarked_chroma.append((planes.u[cys, cxs].copy(), planes.v[cys, cxs].copy()))
+        y, u, v = planes.cut(sample.region, copy=True)
+        sample.unmarked.append(y)
+        sample.unmarked_chroma.append((u, v))
 
 
 def _plans(matte: Matte, samples: list[Samples], frame_size: tuple[int, int]) -> list[SegmentPlan]:
@@ -207,7 +207,7 @@ def _render(source: str, target: str, settings: EngineSettings, matte: Matte, pl
         plan: SegmentPlan | None
         if restored is not None:  # the opening's walk cleaned this frame already
             plan = restored[0]
-            _paste(planes, plan.region, restored[1])
+            planes.paste(plan.region, restored[1])
         else:
             plan = _clean(index, planes, plans, references, previous[0][1] if previous else None, leaving,
                           leaving.score)
@@ -294,12 +294,6 @@ def _give_back_freed_memory() -> None:
     gc.collect()  # arrays held only by reference cycles go first
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _paste(planes: codec.Planes, region: Box, content: Reference) -> None:
-    ys, xs = region.slices()
-    cys, cxs = region.half().slices()
-    planes.y[ys, xs], planes.u[cys, cxs], planes.v[cys, cxs] = content
 
 
 def _most_present(plans: list[SegmentPlan], presence_of: Callable[[SegmentPlan], float]) -> SegmentPlan | None:
@@ -422,10 +416,7 @@ class _Opening:
         return cls(first.box.padded(pad, info.width, info.height).even(), first.end + 2 * EDGE)
 
     def keep(self, planes: codec.Planes) -> None:
-        ys, xs = self.region.slices()
-        cys, cxs = self.region.half().slices()
-        self.crops.append(codec.Planes(planes.y[ys, xs].copy(), planes.u[cys, cxs].copy(),
-                                       planes.v[cys, cxs].copy(), None, None))
+        self.crops.append(codec.Planes(*planes.cut(self.region, copy=True), None, None))
 
     def hindsight(self, plans: list[SegmentPlan]) -> dict[int, tuple[SegmentPlan, Reference]]:
         """Per frame of the opening, the mark's region cleaned with the content the frames after it showed (Y,
@@ -453,9 +444,7 @@ class _Opening:
             found = follower.references(later[0], now, local, fresh=not later[1]) if later is not None else []
             marked = _clean(index, now, [local], _given(found), None, fading, known) is not None
             if marked and found and index <= opening.end + EDGE:
-                ys, xs = local.region.slices()
-                cys, cxs = local.region.half().slices()
-                seen[index] = (opening, (now.y[ys, xs].copy(), now.u[cys, cxs].copy(), now.v[cys, cxs].copy()))
+                seen[index] = (opening, now.cut(local.region, copy=True))
             later = (now, marked)
         self.crops.clear()
         return seen

@@ -40,7 +40,7 @@ class Follower:
         outer, region = plan.outer, plan.region
         if outer is None or plan.points is None:
             return []
-        crop = _crop(before, outer)
+        crop = before.cut(outer)
         oys, oxs = outer.slices()
         step = borrow.motion(crop[0], now.y[oys, oxs], plan.points)
         key = id(plan)
@@ -48,7 +48,7 @@ class Follower:
             self._anchors.pop(key, None)
             return []
         if fresh:  # one anchor at a time, its own copy: a view would keep the whole frame it came from alive
-            self._anchors = {key: _Anchor((crop[0].copy(), crop[1].copy(), crop[2].copy()),
+            self._anchors = {key: _Anchor(before.cut(outer, copy=True),
                                           np.array([[1, 0, 0], [0, 1, 0]], np.float32))}
         dx, dy = region.x - outer.x, region.y - outer.y
         found = [_cut(crop, step, dx, dy, region.w, region.h, keep_unseen=True)]
@@ -57,12 +57,6 @@ class Follower:
             anchor.matrix = borrow.compose(step, anchor.matrix)
             found.insert(0, _cut(anchor.crop, anchor.matrix, dx, dy, region.w, region.h, keep_unseen=False))
         return found
-
-
-def _crop(planes: Planes, box: borrow.Box) -> Reference:
-    ys, xs = box.slices()
-    cys, cxs = box.half().slices()
-    return planes.y[ys, xs], planes.u[cys, cxs], planes.v[cys, cxs]
 
 
 def _cut(crop: Reference, matrix: np.ndarray, dx: int, dy: int, w: int, h: int, *, keep_unseen: bool

@@ -439,3 +439,36 @@ def test_the_follower_keeps_one_anchor_of_its_own_not_a_view_that_pins_a_whole_f
     assert len(anchors) == 1  # the plan left behind has no anchor to keep
     assert not any(np.shares_memory(plane, frame) for plane in anchors[0].crop
                    for frame in (before.y, before.u, before.v))
+
+
+def test_a_regions_planes_cut_as_views_or_copies_and_paste_back() -> None:
+    from airflow_sora.local.codec import Planes
+
+    y, u, v = planes(texture(120, 160, seed=3))
+    frame = Planes(y.copy(), u.copy(), v.copy(), 0, None)
+    box = Box(20, 10, 40, 30)
+    views, copies = frame.cut(box), frame.cut(box, copy=True)
+    assert [p.shape for p in views] == [(30, 40), (15, 20), (15, 20)]
+    assert all(np.shares_memory(view, plane) for view, plane in zip(views, (frame.y, frame.u, frame.v), strict=True))
+    assert not any(np.shares_memory(c, plane) for c in copies for plane in (frame.y, frame.u, frame.v))
+    for view in views:
+        view[:] = 0
+    frame.paste(box, copies)
+    assert np.array_equal(frame.y, y) and np.array_equal(frame.u, u) and np.array_equal(frame.v, v)
+
+
+def test_frames_the_openings_walk_cleaned_are_not_measured_unless_a_frame_after_them_asks() -> None:
+    from airflow_sora.local.codec import Planes
+    from airflow_sora.local.engine import FADE_LOOKAHEAD, _Leaving
+
+    icon, word = drawn_mark()
+    luma = planes(composite(texture(180, 320, seed=10), icon + word, 40, 30))[0]
+    leaving = _Leaving([true_plan(icon + word, 40, 30)])  # a hold of frames 0..40: its end is looked at
+    leaving.pasted = set(range(36))
+    measured = []
+    for index in range(60):
+        leaving.peek(index, Planes(luma, luma[::2, ::2], luma[::2, ::2], index, None))
+        if index in leaving.scores:
+            measured.append(index)
+    assert measured == list(range(36, 60))  # from the plan's end less EDGE (20) on, but for the walk's frames
+    assert all(leaving.score(i, leaving.plans[0]) is not None for i in range(60 - FADE_LOOKAHEAD, 60))
