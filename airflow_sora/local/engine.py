@@ -92,7 +92,7 @@ def clean_file(src: str | os.PathLike[str], dst: str | os.PathLike[str],
         _give_back_freed_memory()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sora-local-opening") as walk:
             # the opening's walk runs while the render opens the files and decodes its first frames
-            walked = walk.submit(opening.hindsight, plans) if opening is not None else None
+            walked = walk.submit(_walk, opening, plans) if opening is not None else None
             del opening
             _render(source, target, settings, matte, plans, walked, report, tick)
         report.mark_found = report.marked_frames > 0
@@ -287,13 +287,22 @@ def _large_blocks_from_the_system() -> None:
         ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
-def _give_back_freed_memory() -> None:
+def _give_back_freed_memory(*, collect: bool = True) -> None:
     """Hand what the scan and learning freed back to the system before the render's buffers come: the C
     library keeps freed heap for reuse otherwise, and a worker's peak is what counts. glibc only; a no-op
     elsewhere."""
-    gc.collect()  # arrays held only by reference cycles go first
+    if collect:
+        gc.collect()  # arrays held only by reference cycles go first
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _walk(opening: _Opening, plans: list[SegmentPlan]) -> dict[int, tuple[SegmentPlan, Reference]]:
+    """The opening's walk, then its frames handed back to the system: the render has begun meanwhile."""
+    try:
+        return opening.hindsight(plans)
+    finally:
+        _give_back_freed_memory(collect=False)  # the crops are plain arrays, freed as the walk ends
 
 
 def _most_present(plans: list[SegmentPlan], presence_of: Callable[[SegmentPlan], float]) -> SegmentPlan | None:
