@@ -36,9 +36,10 @@ _POLL = 0.1  # seconds a blocked stage waits before checking whether it was stop
 def yielding(work: Callable[[threading.Event], T]) -> T:
     """``work(stopped)`` on a thread of its own at a lower priority than the caller's, its result or error
     returned or raised here. Threads it starts (a decoder running ahead) inherit the priority; threads started
-    before it (an encoder behind) keep theirs. The calling thread's own priority never changes; if it is
-    interrupted, ``stopped`` is set and ``work`` should end soon."""
-    stopped = threading.Event()
+    before it (an encoder behind) keep theirs. The calling thread's own priority never changes. If it is
+    interrupted, ``stopped`` is set, and the interruption is raised once ``work`` has ended (it should end
+    soon): what ``work`` uses, such as an open file, is not closed under it."""
+    stopped, ended = threading.Event(), threading.Event()
     outcome: list[T] = []
     failure: list[BaseException] = []
 
@@ -48,15 +49,19 @@ def yielding(work: Callable[[threading.Event], T]) -> T:
             outcome.append(work(stopped))
         except BaseException as exc:  # raised in the caller's thread
             failure.append(exc)
+        finally:
+            ended.set()
 
     thread = threading.Thread(target=run, name="sora-local-work", daemon=True)
     thread.start()
     try:
-        while thread.is_alive():
-            thread.join(_POLL)
+        while not ended.wait(_POLL):  # an event, not a join: an interrupted join may not wait again
+            pass
     except BaseException:
         stopped.set()
+        ended.wait()
         raise
+    thread.join()
     if failure:
         raise failure[0]
     return outcome[0]

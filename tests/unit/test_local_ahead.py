@@ -131,3 +131,20 @@ def test_yielding_work_and_the_threads_it_starts_run_below_the_caller_which_keep
     assert seen["started"] == seen["work"]
     assert seen["earlier"] == before
     assert _nice() == before
+
+
+def test_an_interrupted_caller_stops_the_yielding_work_and_waits_for_it_to_end() -> None:
+    import _thread
+
+    ended = threading.Event()
+
+    def work(stopped: threading.Event) -> None:
+        while not stopped.wait(0.01):
+            pass
+        threading.Event().wait(0.2)  # what the work holds open is still in use for a moment
+        ended.set()
+
+    threading.Timer(0.2, _thread.interrupt_main).start()
+    with pytest.raises(KeyboardInterrupt):
+        yielding(work)
+    assert ended.is_set()
