@@ -21,6 +21,7 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 DEPTH = 2  # items in flight between two stages, at the least
+LOWER_BY = 10  # nice steps below the rest of the process (a thread at +10 gets about a tenth of a busy core)
 IN_FLIGHT_BYTES = 8 * 2**20  # frames in flight between two stages, at the most: six at 720p, two at 1080p
 
 
@@ -28,7 +29,8 @@ def depth_for(frame_bytes: int) -> int:
     """How many frames two stages may hand over at once: enough to ride out a slow frame in either, within a
     fixed memory budget."""
     return max(DEPTH, min(6, IN_FLIGHT_BYTES // max(1, frame_bytes)))
-LOWER_BY = 10  # nice steps below the rest of the process (a thread at +10 gets about a tenth of a busy core)
+
+
 _DONE = object()
 _POLL = 0.1  # seconds a blocked stage waits before checking whether it was stopped
 
@@ -38,7 +40,8 @@ def yielding(work: Callable[[threading.Event], T]) -> T:
     returned or raised here. Threads it starts (a decoder running ahead) inherit the priority; threads started
     before it (an encoder behind) keep theirs. The calling thread's own priority never changes. If it is
     interrupted, ``stopped`` is set, and the interruption is raised once ``work`` has ended (it should end
-    soon): what ``work`` uses, such as an open file, is not closed under it."""
+    soon): what ``work`` uses, such as an open file, is not closed under it. A second interruption while it
+    ends is not held back."""
     stopped, ended = threading.Event(), threading.Event()
     outcome: list[T] = []
     failure: list[BaseException] = []

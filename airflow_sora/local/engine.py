@@ -57,7 +57,9 @@ def clean_file(src: str | os.PathLike[str], dst: str | os.PathLike[str],
                settings: EngineSettings | None = None, *, progress: Progress | None = None) -> CleanReport:
     """Remove the mark from ``src`` into ``dst`` (an .mp4); a file with no mark is copied unchanged.
 
-    Raises ``NotAVideoError`` (naming the file) for a file that is not a readable video.
+    Raises ``NotAVideoError`` (naming the file) for a file that is not a readable video. ``progress`` is called
+    from the calling thread while the file is scanned and learned from, and from the render's own thread
+    (``ahead.yielding``) while it renders: one call at a time, never two at once.
     """
     settings = settings or EngineSettings()
     source, target = os.fspath(src), os.fspath(dst)
@@ -201,7 +203,9 @@ def _render(source: str, target: str, settings: EngineSettings, matte: Matte, pl
             return follower.references(before, planes, plan, fresh=before_plan is not plan)
 
         if index == 0 and opening is not None:
-            hindsight.update(opening.result())
+            walked = opening.result()
+            hindsight.update(walked)
+            walked.clear()  # the future keeps its result: emptied, each crop is freed once pasted
             leaving.pasted = set(hindsight)
         restored = hindsight.pop(index, None)
         plan: SegmentPlan | None

@@ -20,6 +20,7 @@ WINDOW = 8  # frames averaged into one window of the scan
 SCAN_WIDTH = 320  # the scan works on a copy about this wide
 PERSIST = 3  # windows in a row a blob must hold still to count (moving content does not)
 BAND_ROWS = 16  # rows of the scan's maps processed at once when the windows are compared
+BANDS_AT_ONCE = 2  # bands worked on together (a minute of video: about 28 MB of temporaries each)
 MIN_SEGMENT_WINDOWS = 3  # a segment shorter than this (~0.8 s at 30 fps) is not the mark
 MAX_GAP_WINDOWS = 1  # a hold seen again after this many windows without it, at the same place, is one hold
 WEAK_END = 0.3  # a run's end window weaker than this share of its median strength straddles a jump
@@ -131,11 +132,12 @@ class Scanner:
         self.windows.clear()
         evidence = np.empty_like(stack)
 
-        def band(top: int) -> None:  # a band of rows at a time keeps the temporaries small
+        def band(top: int) -> None:  # bands of rows keep the temporaries small: a few copies of one band
             rows = slice(top, top + BAND_ROWS)
             evidence[:, rows] = _steady_evidence(stack[:, rows].astype(np.float32))
 
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # NumPy and OpenCV release the GIL
+        # NumPy and OpenCV release the GIL; two bands at a time, however many cores, bound the memory
+        with ThreadPoolExecutor(max_workers=min(BANDS_AT_ONCE, os.cpu_count() or 1)) as pool:
             list(pool.map(band, range(0, stack.shape[1], BAND_ROWS)))
             blobs = list(pool.map(lambda e: strongest_cluster(e.astype(np.float32)), evidence))
         return _joined(self._group(blobs))

@@ -4,8 +4,10 @@ re-encoded, and one clear line naming the file when it is not a video."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -106,3 +108,29 @@ def test_the_scan_decodes_every_frame_of_the_opening_then_only_the_frames_others
     assert indexes[:20] == list(range(20)) and indexes == sorted(set(indexes))
     assert len(indexes) < 0.8 * len(every)  # x264's B-frames that nothing refers to were skipped
     assert all(np.array_equal(luma, every[index]) for index, luma in seen)  # each frame at its true index
+
+
+def test_the_render_edits_frames_below_the_encoders_priority_and_writes_every_one(tmp_path: Path):
+    """The encoder is the slowest stage: the frame loop runs on a lowered thread of its own (Linux), the
+    caller's priority stays as it was, and every frame still comes out in order."""
+    from airflow_sora.local import EngineSettings, codec
+
+    source = write_clip(tmp_path / "in.mp4", ClipSpec(seconds=1.0, marked=False))
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) if sys.platform.startswith("linux") else 0
+    seen: list[tuple[int, str, int]] = []
+
+    def edit(index: int, planes: codec.Planes) -> None:
+        thread = threading.current_thread()
+        nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) if sys.platform.startswith("linux") else 0
+        seen.append((index, thread.name, nice))
+        planes.y[:8, :8] = 255  # an edit the encoder must receive
+
+    written = codec.transcode(str(source), str(tmp_path / "out.mp4"), EngineSettings(), edit)
+    assert written == 24 and [i for i, _, _ in seen] == list(range(24))
+    assert {name for _, name, _ in seen} == {"sora-local-work"}
+    if sys.platform.startswith("linux") and caller < 19:
+        assert {nice for _, _, nice in seen} == {min(19, caller + 10)}
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller
+    with av.open(str(tmp_path / "out.mp4")) as out:
+        first = next(out.decode(video=0)).to_ndarray(format="gray")
+    assert first[:6, :6].mean() > 200  # the edited corner came out

@@ -115,6 +115,8 @@ def test_an_error_in_yielding_work_is_raised_in_the_caller() -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")
 def test_yielding_work_and_the_threads_it_starts_run_below_the_caller_which_keeps_its_own() -> None:
     before = _nice()
+    if before >= 19:
+        pytest.skip("the tests run at the lowest priority already: nothing is below it")
     seen: dict[str, int] = {}
 
     def work(_stopped: threading.Event) -> None:

@@ -472,3 +472,31 @@ def test_frames_the_openings_walk_cleaned_are_not_measured_unless_a_frame_after_
             measured.append(index)
     assert measured == list(range(36, 60))  # from the plan's end less EDGE (20) on, but for the walk's frames
     assert all(leaving.score(i, leaving.plans[0]) is not None for i in range(60 - FADE_LOOKAHEAD, 60))
+
+
+def test_a_reference_warped_straight_to_the_region_is_the_region_of_the_whole_warp() -> None:
+    crop = texture(90, 140, seed=5)
+    matrix = np.array([[1.01, 0.004, 2.37], [-0.004, 1.01, -1.61]], np.float32)
+    region = Box(24, 24, 92, 42)
+    for keep_unseen in (True, False):
+        whole = borrow.warp(crop, matrix, keep_unseen=keep_unseen)[region.slices()]
+        cut = borrow.warp(crop, matrix, keep_unseen=keep_unseen, cut=region)
+        assert cut.shape == whole.shape
+        assert np.array_equal(np.isnan(cut), np.isnan(whole))
+        assert np.nanmax(np.abs(cut - whole)) < 0.01  # OpenCV's fixed-point rounding, nothing more
+    half = borrow.warp(crop[::2, ::2], matrix, 0.5, cut=region.half())
+    assert half.shape == (region.h // 2, region.w // 2)
+
+
+def test_a_still_shot_keeps_its_background_and_a_moving_one_is_told_apart_on_a_subsample() -> None:
+    from airflow_sora.local.matte import _still_background
+
+    rng = np.random.default_rng(4)
+    scene = texture(120, 200, seed=8)
+    still = [np.clip(scene + rng.normal(0, 1.0, scene.shape), 0, 255).astype(np.uint8) for _ in range(8)]
+    found = _still_background(still)
+    assert found is not None and np.abs(found - scene).mean() < 1.5
+    moving = [pan(texture(300, 400, seed=8), 6 * i, 200, 120).astype(np.uint8) for i in range(8)]
+    assert _still_background(moving) is None
+    drifting = [np.clip(scene + 4.0 * i, 0, 255).astype(np.uint8) for i in range(8)]  # slow, but more than 6
+    assert _still_background(drifting) is None
