@@ -23,7 +23,8 @@ FAULTS = {503: ("SlowDown", "Please reduce your request rate."),
 
 
 class S3FaultProxy:
-    """``with S3FaultProxy(upstream) as proxy:``; set ``proxy.rate`` (0..1) at any time."""
+    """``with S3FaultProxy(upstream) as proxy:``; set ``proxy.rate`` (0..1) at any time, and ``proxy.doomed`` (a
+    test of method and path) to fail every matching call while ``rate`` is above 0."""
 
     def __init__(self, upstream: str, *, rate: float = 0.0, seed: int | None = None) -> None:
         parts = urlsplit(upstream)
@@ -31,6 +32,7 @@ class S3FaultProxy:
         self.rate = rate
         self.counts: Counter[str] = Counter()  # "forwarded", "SlowDown", "InternalError"
         self._trip: tuple[Callable[[str, str], bool], float] | None = None
+        self.doomed: Callable[[str, str], bool] | None = None
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         proxy = self
@@ -73,7 +75,8 @@ class S3FaultProxy:
         with self._lock:
             if self._trip is not None and self._trip[0](method, path):
                 self.rate, self._trip = self._trip[1], None
-            if self._random.random() >= self.rate:
+            doomed = self.rate > 0 and self.doomed is not None and self.doomed(method, path)
+            if not doomed and self._random.random() >= self.rate:
                 self.counts["forwarded"] += 1
                 return None
             status = self._random.choice(sorted(FAULTS))

@@ -540,27 +540,32 @@ def test_s3_throttling_a_fifth_of_all_calls_for_a_whole_batch(cluster: Cluster) 
 
 
 def test_s3_failing_half_of_all_calls_until_the_try_fails_then_the_retry(cluster: Cluster) -> None:
-    """From the fifth paid create on, S3 fails half of all calls: the store's retries run out and the try fails
-    (retryable) with what it paid for recorded; with the store back, Airflow's retry lands every video,
-    multipart uploads included, without paying again."""
+    """From the fifth paid create on, S3 fails half of all calls, and every call for the last video (so the
+    store's retries surely run out, however lucky the others are): the try fails (retryable) with what it paid
+    for recorded; with the store back, Airflow's retry lands every video, multipart uploads included, without
+    paying again."""
     assert cluster.proxy is not None
     urls = case_urls(30)
     prefix = "s3_fail50/"
+    last = urls[-1].rsplit("/", 1)[1]
     before = Counter(cluster.proxy.counts)
     with sandbox_settings(cluster, result_size=9 * MIB):  # two parts per video: multipart uploads under faults
         try:
             run_id = trigger(cluster, BATCH, urls, prefix, {"output_path": f"s3://aws_faulty@{BUCKET}/{prefix}"})
             wait_charges(cluster, urls, 5, timeout=300)
+            cluster.proxy.doomed = lambda _method, path: last in path
             cluster.proxy.rate = 0.5
             ti = first_try_over(cluster, run_id)
             first = {"state": ti["state"], "charged": sum(paid(cluster, urls).values()),
                      "unpaired": unpaired_videos(cluster.s3, prefix)}
         finally:
             cluster.proxy.rate = 0.0
+            cluster.proxy.doomed = None
         state = cluster.deployment.wait_for_run(BATCH, run_id)
     row = check_invariants(cluster, "s3_fail50", BATCH, [run_id], urls, prefix, no_strays=True,
-                           faults="S3 answers 50% of calls SlowDown or InternalError from the 5th paid create until "
-                                  "the try fails (30 videos of 9 MiB); then the retry")
+                           faults="S3 answers 50% of calls (and every call for the last video) SlowDown or "
+                                  "InternalError from the 5th paid create until the try fails (30 videos of 9 MiB); "
+                                  "then the retry")
     row["first_try"] = first
     row["store_faults"] = dict(cluster.proxy.counts - before)
     row["seconds"] = run_seconds(cluster, run_id)
