@@ -202,10 +202,9 @@ def _render(source: str, target: str, settings: EngineSettings, matte: Matte, pl
             before, before_plan = previous[0]
             return follower.references(before, planes, plan, fresh=before_plan is not plan)
 
+        nonlocal hindsight
         if index == 0 and opening is not None:
-            walked = opening.result()
-            hindsight.update(walked)
-            walked.clear()  # the future keeps its result: emptied, each crop is freed once pasted
+            hindsight = opening.result()  # the future's own dict: each crop popped is freed once pasted
             leaving.pasted = set(hindsight)
         restored = hindsight.pop(index, None)
         plan: SegmentPlan | None

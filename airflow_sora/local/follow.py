@@ -48,7 +48,7 @@ class Follower:
             self._anchors.pop(key, None)
             return []
         if fresh:  # one anchor at a time, its own copy: a view would keep the whole frame it came from alive
-            self._anchors = {key: _Anchor(before.cut(outer, copy=True),
+            self._anchors = {key: _Anchor((crop[0].copy(), crop[1].copy(), crop[2].copy()),
                                           np.array([[1, 0, 0], [0, 1, 0]], np.float32))}
         dx, dy = region.x - outer.x, region.y - outer.y
         found = [_cut(crop, step, dx, dy, region.w, region.h, keep_unseen=True)]
