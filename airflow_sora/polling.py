@@ -249,11 +249,11 @@ class DuePolls:
         longest = seen[-1] + (seen[-1] - seen[0]) / (len(seen) - 1)
         return min(longest, 2 * seen[len(seen) // 2])
 
-    def running(self) -> int:
-        """How many tasks may still be running at the service (see the class notes)."""
+    def running(self, at: float | None = None) -> int:
+        """How many tasks may still be running at the service now, or at the time ``at`` (see the class notes)."""
         if not self._ordered:
             return len(self._created)
-        ended_before = self._clock() - self.expected_latency()
+        ended_before = (self._clock() if at is None else at) - self.expected_latency()
         return sum(1 for task_id, created in self._created.items()
                    if task_id in self._next_look or created > ended_before)
 

@@ -61,21 +61,30 @@ class RunningTasks:
             self.due.add(task_id, answered_at)
             self._changed.notify_all()
 
-    def wait_for_room(self, room: int, timeout: float) -> None:
-        """Block until fewer than ``room`` tasks may be running (or ``timeout``), telling the poller that room
-        is wanted, so it polls tasks as soon as they fall due."""
+    def wait_for_room(self, room: int, timeout: float, *, lead: float = 0.0) -> float | None:
+        """Block until fewer than ``room`` tasks may be running ``lead`` seconds from now (or ``timeout``),
+        telling the poller that room is wanted, so it polls tasks as soon as they fall due. Returns when the room
+        is there (monotonic; at most ``lead`` ahead), None on timeout: a create can be made ready meanwhile and
+        sent at that moment."""
         end = time.monotonic() + timeout
         with self._changed:
             self.cap_bound = True
             self._room_wanted += 1
             self._changed.notify_all()
             try:
-                while self.due.running() >= room and not self._stopped and (left := end - time.monotonic()) > 0:
+                while not self._stopped and (left := end - time.monotonic()) > 0:
+                    now = time.monotonic()
+                    if self.due.running(now) < room:
+                        return now
                     release = self.due.next_release()
-                    self._changed.wait(left if release is None else min(left, max(0.0, release - time.monotonic())))
+                    if release is not None and release - now <= lead and self.due.running(release) < room:
+                        return release
+                    wake = None if release is None else release - lead if release - lead > now else release
+                    self._changed.wait(left if wake is None else min(left, max(0.0, wake - now)))
             finally:
                 self._room_wanted -= 1
-            self._raise_failure()
+                self._raise_failure()
+        return None
 
     def finish_tail(self, within: float) -> None:
         """After the last create: if the cap bound (a large batch, its worker busy for a while already) and every

@@ -147,6 +147,8 @@ def test_a_task_past_its_due_time_no_longer_holds_a_place_unless_a_poll_found_it
     clock.now += 1.0
     due.add("b")
     assert due.running() == 2 and due.next_release() == 102.0
+    # counted ahead, as a create made ready before its place frees asks
+    assert due.running(at=101.99) == 2 and due.running(at=102.0) == 1 and due.running(at=103.0) == 0
     clock.now += 1.0
     assert due.running() == 1  # "a" is as old as every task seen when it ended: its place is free
     due.polled("a", running("a"))  # the rare one that was not: it holds its place again
@@ -197,3 +199,4 @@ def test_polling_at_the_due_time_costs_about_one_status_call_per_task() -> None:
                 due.polled(looked, running(looked))
     assert calls <= 2000 * 1.01
     assert max(unseen) <= 1.0 + 0.02
+
