@@ -19,8 +19,9 @@ import logging
 import random
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from limits.strategies import MovingWindowRateLimiter
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 RETRY_AFTER = 30.0
 #: Waiters for the same freed slot wake up spread over this many seconds, so they do not all race for it.
 WAKE_SPREAD = 0.05
+#: The shortest wait a full window reports (its oldest create leaves it just now).
+MIN_WAIT = 0.001
 #: Connect and read timeouts for the Redis client, so an unreachable Redis costs seconds, not a hung batch.
 REDIS_TIMEOUT = 2.0
 NAMESPACE = "airflow-sora-creates"
@@ -55,33 +58,30 @@ def limiter_from_connection(conn_id: str) -> MovingWindowRateLimiter:
     return MovingWindowRateLimiter(RedisStorage("redis://", connection_pool=pool))
 
 
-class AccountWindow:
-    """At most ``limit`` creates in any ``window`` seconds for one account, across every process.
+class SharedWindow(ABC):
+    """At most ``limit`` creates in any ``window`` seconds for one account, across the processes sharing a store.
 
-    ``reserve`` takes a slot (0.0), says how long until one frees (> 0), or says the shared store is
-    unavailable (None: pace locally). Thread-safe; ``connect`` is called lazily on first use, so building a
-    client (also in the triggerer's event loop) never touches the network.
+    ``reserve`` takes a slot (0.0), says how long until one frees (> 0), or says the store is unavailable
+    (None: pace locally). Thread-safe. A store that fails hands pacing back to the process's adaptive bucket
+    with one warning and is asked again after ``RETRY_AFTER`` seconds. ``account_wide``: every process on
+    the account shares the store (a 429 then means something outside it sent, and only pauses); otherwise
+    only some do, and a 429 still slows this process as it would without the window.
     """
 
-    def __init__(self, connect: Callable[[], MovingWindowRateLimiter], account: str, limit: int, window: int, *,
-                 clock: Callable[[], float] = time.monotonic, label: str = "") -> None:
-        from limits import RateLimitItemPerSecond
+    account_wide: ClassVar[bool] = True
 
-        if limit < 1 or window < 1:
-            raise ValueError("limit and window must be >= 1")
-        self._connect = connect
-        self._item = RateLimitItemPerSecond(limit, window, namespace=NAMESPACE)
-        self._account = account
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, label: str = "") -> None:
         self._clock = clock
         self._label = label or "the shared rate limiter"
         self._lock = threading.Lock()
-        self._limiter: MovingWindowRateLimiter | None = None
-        self._down_until: float | None = None  # set while Redis is unavailable
+        self._down_until: float | None = None  # set while the store is unavailable
 
-    @property
-    def key(self) -> str:
-        """The window's key in the store (without the storage's own prefix)."""
-        return str(self._item.key_for(self._account))
+    @abstractmethod
+    def _take(self) -> float:
+        """Take a slot (0.0) or say in how many seconds one frees (> 0); raises if the store fails."""
+
+    def _forget_store(self) -> None:  # noqa: B027 - most stores keep nothing open
+        """Drop what was opened, so the store is reached afresh when asked again."""
 
     @property
     def in_charge(self) -> bool:
@@ -92,19 +92,12 @@ class AccountWindow:
         if not self.in_charge:
             return None
         try:
-            with self._lock:
-                if self._limiter is None:
-                    self._limiter = self._connect()
-                limiter = self._limiter
-            if limiter.hit(self._item, self._account):
-                self._recovered()
-                return 0.0
-            reset_at = limiter.get_window_stats(self._item, self._account).reset_time
+            wait = self._take()
         except Exception as exc:  # any failure of the store: pace locally, never fail the batch
             self._unavailable(exc)
             return None
         self._recovered()
-        return max(0.0, reset_at - time.time()) + random.uniform(0.0, WAKE_SPREAD)
+        return 0.0 if wait == 0.0 else wait + random.uniform(0.0, WAKE_SPREAD)
 
     def acquire(self, sleep: Callable[[float], None] = time.sleep) -> float:
         """Wait until the account has room for one more create; returns the seconds waited."""
@@ -126,7 +119,7 @@ class AccountWindow:
         with self._lock:
             first = self._down_until is None
             self._down_until = self._clock() + RETRY_AFTER
-            self._limiter = None
+            self._forget_store()
         if first:
             log.warning("%s is unavailable (%s: %s); creates are paced by this process alone until it answers "
                         "again (retried every %.0f s)", self._label, type(exc).__name__, exc, RETRY_AFTER)
@@ -136,3 +129,40 @@ class AccountWindow:
             with self._lock:
                 self._down_until = None
             log.warning("%s answers again; creates are paced account-wide", self._label)
+
+
+class AccountWindow(SharedWindow):
+    """The account's window in Redis, for every process on the account (see the module notes).
+
+    ``connect`` is called lazily on first use, so building a client (also in the triggerer's event loop) never
+    touches the network.
+    """
+
+    def __init__(self, connect: Callable[[], MovingWindowRateLimiter], account: str, limit: int, window: int, *,
+                 clock: Callable[[], float] = time.monotonic, label: str = "") -> None:
+        from limits import RateLimitItemPerSecond
+
+        if limit < 1 or window < 1:
+            raise ValueError("limit and window must be >= 1")
+        super().__init__(clock=clock, label=label)
+        self._connect = connect
+        self._item = RateLimitItemPerSecond(limit, window, namespace=NAMESPACE)
+        self._account = account
+        self._limiter: MovingWindowRateLimiter | None = None
+
+    @property
+    def key(self) -> str:
+        """The window's key in the store (without the storage's own prefix)."""
+        return str(self._item.key_for(self._account))
+
+    def _take(self) -> float:
+        with self._lock:
+            if self._limiter is None:
+                self._limiter = self._connect()
+            limiter = self._limiter
+        if limiter.hit(self._item, self._account):
+            return 0.0
+        return max(MIN_WAIT, limiter.get_window_stats(self._item, self._account).reset_time - time.time())
+
+    def _forget_store(self) -> None:
+        self._limiter = None

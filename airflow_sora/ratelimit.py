@@ -16,7 +16,9 @@ rate, 429s only pause), for comparison.
 
 Where a Redis connection is configured, every process also takes each create from one account-wide window
 there (``AccountWindow``): the account's limit then holds by construction, whenever processes start, and the
-adaptation only takes over while Redis is unavailable.
+adaptation only takes over while Redis is unavailable. Without Redis, the processes on one host take their
+creates from one window in a locked file (``HostWindow``): they never meet at 429s among themselves, and the
+adaptation stays on for processes on other hosts.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from airflow_sora.account_window import AccountWindow, account_digest, limiter_from_connection
+from airflow_sora.account_window import AccountWindow, SharedWindow, account_digest, limiter_from_connection
+from airflow_sora.host_window import HostWindow, host_window_enabled
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +133,7 @@ class TokenBucket:
 
     def __init__(self, rate: float, capacity: float = 1.0, *, clock: Callable[[], float] = time.monotonic,
                  adaptive: bool = True, window: float = KIE_WINDOW_SECONDS,
-                 account: AccountWindow | None = None) -> None:
+                 account: SharedWindow | None = None) -> None:
         if rate <= 0 or capacity < 1:
             raise ValueError("rate must be > 0 and capacity >= 1")
         self.rate = rate
@@ -190,7 +193,8 @@ class TokenBucket:
 
     def on_throttle(self, seconds: float | None = None) -> None:
         """A paid create was refused (429): pause for ``seconds`` (its Retry-After or back-off) and slow down."""
-        adapt = self.adaptive is not None and (self.account is None or not self.account.in_charge)
+        shared = self.account
+        adapt = self.adaptive is not None and (shared is None or not shared.in_charge or not shared.account_wide)
         with self._lock:
             now = self._clock()
             hold_until = now + (seconds or 0.0)
@@ -219,18 +223,24 @@ def shared_bucket(service: str, base_url: str, api_key: str, rate: float, capaci
 
     With ``redis_conn_id`` its creates also go through the account-wide window in that Redis, which holds
     ``rate`` x ``window`` creates (rounded down) per ``window`` seconds for every process on the account.
+    Without it they go through the same window shared by this host's processes (``HostWindow``), unless
+    that is switched off.
     """
     account = account_digest(service, base_url, api_key)  # the same name the account-wide window uses
-    name = f"{account}|{rate:g}|{capacity:g}|{window:g}|{redis_conn_id or ''}"
+    on_host = not redis_conn_id and host_window_enabled()
+    name = f"{account}|{rate:g}|{capacity:g}|{window:g}|{redis_conn_id or ''}|{on_host}"
     with _REGISTRY_LOCK:
         bucket = _BUCKETS.get(name)
         if bucket is None:
-            shared = None
-            if redis_conn_id:
+            shared: SharedWindow | None = None
+            limit = max(1, int(rate * window + 1e-9))
+            if on_host:
+                shared = HostWindow(account, limit=limit, window=window)
+            elif redis_conn_id:
                 conn_id = redis_conn_id
                 try:
                     shared = AccountWindow(lambda: limiter_from_connection(conn_id), account,
-                                           limit=max(1, int(rate * window + 1e-9)), window=max(1, round(window)),
+                                           limit=limit, window=max(1, round(window)),
                                            label=f"The account-wide rate limiter (Redis connection {conn_id!r})")
                 except ImportError as exc:  # never fail a batch for the limiter
                     log.warning("rate_limiter_conn_id %r needs the redis extra (pip install "

@@ -2,15 +2,17 @@
 
     python bench/pacing.py                    # 4 processes x 30 videos at 20/10 s; 1 process x 500 at 100/10 s
     python bench/pacing.py --processes 4 --videos 30 --single 500
-    python bench/pacing.py --processes 4,8 --stagger 5-10 --single 0 --modes redis,on,off
+    python bench/pacing.py --processes 4,8 --stagger 5-10 --single 0 --modes redis,host,on,off
 
 One sandbox per scenario (task latency 2.0 s +/- 0.5 s, as bench/run.py). Each process has its own bucket,
 as separate workers do, builds a ``KieClient`` on the same key, submits its videos one after another and
 polls each task once it is due (a thread of its own), until all are done. Every scenario runs in each mode
 in this one run, side by side: ``redis`` (every process takes its creates from one account-wide window in the
-Redis at ``--redis``, through an Airflow Redis connection), ``on`` (the adaptive rate, the default without
-Redis) and ``off`` (``AIRFLOW_SORA_ADAPTIVE_PACING=0``: every process at the account's full rate, 429s only
-pause). With ``--stagger A-B`` the processes start one after another, A to B seconds apart (seeded), as
+Redis at ``--redis``, through an Airflow Redis connection), ``host`` (the window the processes on one host
+share in a locked file, the default without Redis; each scenario gets a directory of its own), ``on`` (the
+adaptive rate alone, ``AIRFLOW_SORA_HOST_WINDOW=0``: what processes on separate hosts do without Redis) and
+``off`` (``AIRFLOW_SORA_ADAPTIVE_PACING=0`` and no host window: every process at the account's full rate,
+429s only pause). With ``--stagger A-B`` the processes start one after another, A to B seconds apart (seeded), as
 scheduled runs, mapped tasks and Celery workers really start; without it they all start at once.
 
 Counted from the sandbox's own request log: creates sent, creates refused (429) and API calls per video
@@ -30,6 +32,7 @@ import platform
 import random
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from datetime import datetime, timezone
@@ -44,7 +47,7 @@ WINDOW = 10.0
 DEADLINE = 600.0  # seconds any one scenario may take
 LIMITER_CONN = "sora_bench_limiter"
 LIMITER_ENV = f"AIRFLOW_CONN_{LIMITER_CONN.upper()}"
-MODES = ("redis", "on", "off")
+MODES = ("redis", "host", "on", "off")
 
 
 def video_urls(start: int, n: int) -> list[str]:
@@ -145,6 +148,9 @@ def scenario(processes: int, videos: int, limit: int, mode: str, stagger: tuple[
                                    "--create-limit", str(limit), "--create-window", str(WINDOW), "--seed", "1")
     env = {k: v for k, v in os.environ.items() if k != LIMITER_ENV}
     env["AIRFLOW_SORA_ADAPTIVE_PACING"] = "0" if mode == "off" else "1"
+    env["AIRFLOW_SORA_HOST_WINDOW"] = "1" if mode == "host" else "0"
+    window_dir = tempfile.TemporaryDirectory(prefix="sora-bench-window-")  # this scenario's own host window
+    env["AIRFLOW_SORA_HOST_WINDOW_DIR"] = window_dir.name
     if mode == "redis":
         env[LIMITER_ENV] = limiter_connection(redis_url)
     offsets = start_offsets(processes, stagger, seed)
@@ -173,6 +179,7 @@ def scenario(processes: int, videos: int, limit: int, mode: str, stagger: tuple[
             if w.poll() is None:
                 w.kill()
         sandbox.stop()
+        window_dir.cleanup()
     n = processes * videos
     creates = summary["requests"].get("createTask", 0)
     polls = summary["requests"].get("recordInfo", 0)
@@ -194,7 +201,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| processes x videos | limit | stagger | pacing | creates sent | rejected (429) | API calls/video "
              "| credits | wall (s) | T* (s) | wall / T* |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    names = {"redis": "Redis window", "on": "adaptive", "off": "fixed (adaptive off)"}
+    names = {"redis": "Redis window", "host": "host window", "on": "adaptive (separate hosts)",
+             "off": "fixed (adaptive off)"}
     for r in rows:
         lines.append(
             f"| {r['processes']} x {r['videos_each']} | {r['limit']} | {r['stagger']} | {names[r['mode']]} | "
@@ -218,8 +226,9 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=20, help="creates per 10 s (Kie's real limit: 20)")
     parser.add_argument("--single", type=int, default=500, help="N for the lone process (0: skip)")
     parser.add_argument("--single-limit", type=int, default=100, help="creates per 10 s for the lone process")
-    parser.add_argument("--modes", default="on,off", help="any of redis (account-wide window in Redis), on "
-                        "(adaptive), off (fixed)")
+    parser.add_argument("--modes", default="host,on,off", help="any of redis (account-wide window in Redis), "
+                        "host (the host's window, the default without Redis), on (adaptive alone: processes "
+                        "as on separate hosts), off (fixed)")
     parser.add_argument("--stagger", default="", help="start the processes A-B seconds apart, e.g. 5-10")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="the Redis for the redis mode")
     parser.add_argument("--seed", type=int, default=15, help="seeds the start offsets")

@@ -1,0 +1,104 @@
+"""The host's window of creates: processes on one machine share one moving window in a locked file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import time
+from pathlib import Path
+
+import pytest
+
+from airflow_sora import account_window
+from airflow_sora.account_window import RETRY_AFTER, account_digest
+from airflow_sora.host_window import FILE_NAME, HOST_WINDOW_ENV, HostWindow, host_window_enabled
+from airflow_sora.ratelimit import TokenBucket, kie_default_rate, shared_bucket
+from tests.unit.clock import Clock
+
+KEY = "host-window-secret-key"
+ACCOUNT = account_digest("kie", "http://x", KEY)
+
+
+def test_processes_on_one_host_share_the_window(tmp_path: Path) -> None:
+    wall = Clock(5000)
+    first, second = (HostWindow(ACCOUNT, limit=3, window=10.0, directory=tmp_path, wall_clock=wall)
+                     for _ in range(2))
+    assert [first.reserve(), second.reserve(), first.reserve()] == [0.0, 0.0, 0.0]
+    wall.now += 4.0
+    wait = second.reserve()  # the window is full: the first create leaves it 6 s from now
+    assert wait is not None and 6.0 <= wait <= 6.1
+    wall.now += 6.0
+    assert second.reserve() == 0.0
+
+
+def test_the_file_names_the_account_by_a_hash_and_keeps_only_the_last_window(tmp_path: Path) -> None:
+    wall = Clock(5000)
+    other = account_digest("kie", "http://y", KEY)
+    HostWindow(other, limit=5, window=10.0, directory=tmp_path, wall_clock=wall).reserve()
+    wall.now += 11.0
+    assert HostWindow(ACCOUNT, limit=5, window=10.0, directory=tmp_path, wall_clock=wall).reserve() == 0.0
+    text = (tmp_path / FILE_NAME).read_text()
+    assert KEY not in text and ACCOUNT in text
+    assert list(json.loads(text)) == [f"{ACCOUNT}/5/10"]  # the other account's create left the window
+    assert (tmp_path / FILE_NAME).stat().st_mode & 0o077 == 0  # this user's only
+
+
+def test_a_half_written_file_starts_the_window_afresh(tmp_path: Path) -> None:
+    (tmp_path / FILE_NAME).write_text('{"abc/19/10": [1.0, 2.')
+    assert HostWindow(ACCOUNT, limit=1, window=10.0, directory=tmp_path).reserve() == 0.0
+
+
+def test_a_window_that_cannot_be_used_hands_pacing_back_with_one_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock(100)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")  # a directory path through a file: the window cannot be created
+    window = HostWindow(ACCOUNT, limit=1, window=10.0, directory=blocked / "dir", clock=clock)
+    with caplog.at_level(logging.WARNING, logger=account_window.__name__):
+        assert window.reserve() is None and not window.in_charge
+        clock.now += RETRY_AFTER + 1
+        assert window.reserve() is None  # asked again, still unusable: no second warning
+    assert len(caplog.records) == 1 and "unavailable" in caplog.records[0].getMessage()
+
+
+def test_a_refusal_still_slows_a_process_under_the_host_window(tmp_path: Path) -> None:
+    """Processes on other hosts are outside the window: a 429 means one of them sent, so the bucket adapts."""
+    clock = Clock(100)
+    window = HostWindow(ACCOUNT, limit=19, window=10.0, directory=tmp_path, clock=clock)
+    bucket = TokenBucket(kie_default_rate(), clock=clock, account=window)
+    assert bucket.acquire(lambda s: None) == 0.0
+    bucket.on_success()
+    bucket.on_throttle(0.5)
+    assert bucket.rate < kie_default_rate()
+
+
+def test_without_redis_the_shared_bucket_takes_its_creates_from_the_host_window(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert host_window_enabled()
+    bucket = shared_bucket("kie", "http://host-window", KEY, kie_default_rate())
+    assert isinstance(bucket.account, HostWindow)
+    monkeypatch.setenv(HOST_WINDOW_ENV, "0")
+    assert shared_bucket("kie", "http://host-window", KEY, kie_default_rate()).account is None
+
+
+def _take_slots(directory: str, count: int, queue: multiprocessing.Queue[float]) -> None:
+    window = HostWindow(ACCOUNT, limit=4, window=1.0, directory=Path(directory))
+    for _ in range(count):
+        window.acquire()
+        queue.put(time.time())
+
+
+def test_separate_processes_never_exceed_the_window_between_them(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    queue: multiprocessing.Queue[float] = context.Queue()
+    workers = [context.Process(target=_take_slots, args=(str(tmp_path), 4, queue)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    taken = sorted(queue.get(timeout=60) for _ in range(12))
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    for start in taken:  # stamped just after each slot was taken, late on a busy host: allow a quarter second
+        assert sum(start <= t < start + 0.75 for t in taken) <= 4
+    assert taken[-1] - taken[0] >= 2.0  # 12 creates at 4 per second: three windows
