@@ -96,7 +96,9 @@ class HostWindow(SharedWindow):
 
         path = self.path
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        if path.parent.stat().st_uid != os.getuid():  # another user made it first: not a window to trust
+            raise PermissionError(f"{path.parent} belongs to another user")
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
         with os.fdopen(descriptor, "r+", encoding="utf-8") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
