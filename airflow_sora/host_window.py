@@ -10,22 +10,23 @@ they start, as with the Redis window.
 
 The window is per host, not per account: a process on another host is outside it, so a 429 here still slows
 this process as it would without the window (``account_wide`` is False), and processes on several hosts
-share the account through the adaptive bucket. The file holds only timestamps under a hash of service,
-endpoint and key (never the key), lives in a directory only this user can read, and is pruned on every
-write. Any failure to use it (no ``flock`` on the file system, a read-only temp dir) hands pacing back to the
-adaptive bucket with one warning, as an unreachable Redis does. ``AIRFLOW_SORA_HOST_WINDOW=0`` turns it off.
+share the account through the adaptive bucket. Each account's window is a file of its own, named by a hash
+of service, endpoint and key (never the key) and holding only the times of its last ``limit`` creates, one
+8-byte slot each (a create takes the oldest slot, if that one has left the window), in a directory only this
+user can use; files unused for a day are removed. Any failure to use it (no ``flock`` on the file system, a
+read-only temp dir) hands pacing back to the adaptive bucket with one warning, as an unreachable Redis does.
+``AIRFLOW_SORA_HOST_WINDOW=0`` turns it off.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 import time
+from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
 
 from airflow_sora.account_window import MIN_WAIT, SharedWindow
 
@@ -34,7 +35,9 @@ from airflow_sora.account_window import MIN_WAIT, SharedWindow
 HOST_WINDOW_ENV = "AIRFLOW_SORA_HOST_WINDOW"
 #: Where the window's file lives (default: a per-user directory under the system's temp dir).
 HOST_WINDOW_DIR_ENV = "AIRFLOW_SORA_HOST_WINDOW_DIR"
-FILE_NAME = "create-windows.json"
+SUFFIX = ".window"
+#: Window files unused for this long are removed when a process first uses the directory.
+STALE_AFTER = 24 * 3600.0
 
 
 def host_window_enabled() -> bool:
@@ -65,65 +68,64 @@ class HostWindow(SharedWindow):
         if limit < 1 or window <= 0:
             raise ValueError("limit must be >= 1 and window > 0")
         super().__init__(clock=clock, label=label or "The host's window of creates")
-        self._name = f"{account}/{limit}/{window:g}"
+        self._name = f"{account}-{limit}-{window:g}{SUFFIX}"
         self._limit = limit
         self._window = window
         self._directory = directory
         self._now = wall_clock  # shared by every process on the host, unlike a monotonic clock
+        self._checked = False  # the directory was found to be this user's
 
     @property
     def path(self) -> Path:
-        return (self._directory or default_directory()) / FILE_NAME
+        return (self._directory or default_directory()) / self._name
 
     def _take(self) -> float:
-        with self._locked() as handle:
+        with self._locked() as descriptor:
             now = self._now()
-            windows = _read(handle)
-            # prune every account's window, so the file holds only the last window's creates
-            windows = {name: kept for name, sent in windows.items()
-                       if (kept := [t for t in sent if now - self._window < t <= now + self._window])}
-            mine = windows.setdefault(self._name, [])
-            if len(mine) >= self._limit:
-                mine.sort()
-                return max(MIN_WAIT, mine[-self._limit] + self._window - now)
-            mine.append(now)
-            _write(handle, windows)
+            slots = _read(descriptor, self._limit)
+            if max(slots) > now + self._window:  # stamped further ahead than a window: the clock went back
+                slots = array("d", (0.0 if t > now + self._window else t for t in slots))
+            taken = min(slots)
+            if taken > now - self._window:
+                return max(MIN_WAIT, taken + self._window - now)
+            os.pwrite(descriptor, array("d", [now]).tobytes(), slots.index(taken) * slots.itemsize)
             return 0.0
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[IO[str]]:
+    def _locked(self) -> Iterator[int]:
         import fcntl
 
         path = self.path
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if path.parent.stat().st_uid != os.getuid():  # another user made it first: not a window to trust
-            raise PermissionError(f"{path.parent} belongs to another user")
+        if not self._checked:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if path.parent.stat().st_uid != os.getuid():  # another user made it first: not a window to trust
+                raise PermissionError(f"{path.parent} belongs to another user")
+            if not path.exists():
+                _remove_stale(path.parent, self._now())
+            self._checked = True
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        with os.fdopen(descriptor, "r+", encoding="utf-8") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield handle
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield descriptor
+        finally:
+            os.close(descriptor)  # closing releases the lock
+
+    def _forget_store(self) -> None:
+        self._checked = False
 
 
-def _read(handle: IO[str]) -> dict[str, list[float]]:
-    handle.seek(0)
-    text = handle.read()
-    if not text.strip():
-        return {}
-    try:
-        loaded = json.loads(text)
-    except ValueError:  # a half-written file (a process killed mid-write): start the window afresh
-        return {}
-    if not isinstance(loaded, dict):
-        return {}
-    return {str(name): [float(t) for t in sent if isinstance(t, (int, float))]
-            for name, sent in loaded.items() if isinstance(sent, list)}
+def _read(descriptor: int, limit: int) -> array[float]:
+    """The window's ``limit`` slots; a new file, or one written by a process killed midway, reads as free slots."""
+    data = os.pread(descriptor, limit * 8, 0)
+    slots = array("d")
+    slots.frombytes(data[: len(data) - len(data) % slots.itemsize])
+    slots.extend([0.0] * (limit - len(slots)))
+    return slots
 
 
-def _write(handle: IO[str], windows: dict[str, list[float]]) -> None:
-    handle.seek(0)
-    handle.truncate()
-    handle.write(json.dumps(windows, separators=(",", ":")))
-    handle.flush()
+def _remove_stale(directory: Path, now: float) -> None:
+    """Window files no process used for a day (accounts gone, endpoints of finished test servers)."""
+    for path in directory.glob(f"*{SUFFIX}"):
+        with contextlib.suppress(OSError):
+            if now - path.stat().st_mtime > STALE_AFTER:
+                path.unlink()

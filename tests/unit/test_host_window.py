@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
+import os
 import time
+from array import array
 from pathlib import Path
 
 import pytest
 
 from airflow_sora import account_window
 from airflow_sora.account_window import RETRY_AFTER, account_digest
-from airflow_sora.host_window import FILE_NAME, HOST_WINDOW_ENV, HostWindow, host_window_enabled
+from airflow_sora.host_window import HOST_WINDOW_ENV, STALE_AFTER, HostWindow, host_window_enabled
 from airflow_sora.ratelimit import TokenBucket, kie_default_rate, shared_bucket
 from tests.unit.clock import Clock
 
@@ -32,21 +33,36 @@ def test_processes_on_one_host_share_the_window(tmp_path: Path) -> None:
     assert second.reserve() == 0.0
 
 
-def test_the_file_names_the_account_by_a_hash_and_keeps_only_the_last_window(tmp_path: Path) -> None:
+def test_the_file_names_the_account_by_a_hash_and_holds_only_the_last_creates(tmp_path: Path) -> None:
     wall = Clock(5000)
-    other = account_digest("kie", "http://y", KEY)
-    HostWindow(other, limit=5, window=10.0, directory=tmp_path, wall_clock=wall).reserve()
-    wall.now += 11.0
-    assert HostWindow(ACCOUNT, limit=5, window=10.0, directory=tmp_path, wall_clock=wall).reserve() == 0.0
-    text = (tmp_path / FILE_NAME).read_text()
-    assert KEY not in text and ACCOUNT in text
-    assert list(json.loads(text)) == [f"{ACCOUNT}/5/10"]  # the other account's create left the window
-    assert (tmp_path / FILE_NAME).stat().st_mode & 0o077 == 0  # this user's only
+    window = HostWindow(ACCOUNT, limit=2, window=10.0, directory=tmp_path, wall_clock=wall)
+    for _ in range(3):
+        assert window.reserve() == 0.0
+        wall.now += 6.0
+    assert KEY not in window.path.name and ACCOUNT in window.path.name
+    assert KEY.encode() not in window.path.read_bytes()
+    assert sorted(array("d", window.path.read_bytes())) == [5006.0, 5012.0]  # one slot per create in a window
+    assert window.path.stat().st_mode & 0o077 == 0 and tmp_path.stat().st_uid == os.getuid()  # this user's only
 
 
-def test_a_half_written_file_starts_the_window_afresh(tmp_path: Path) -> None:
-    (tmp_path / FILE_NAME).write_text('{"abc/19/10": [1.0, 2.')
-    assert HostWindow(ACCOUNT, limit=1, window=10.0, directory=tmp_path).reserve() == 0.0
+def test_a_half_written_file_or_a_clock_gone_back_frees_its_slots(tmp_path: Path) -> None:
+    wall = Clock(5000)
+    window = HostWindow(ACCOUNT, limit=2, window=10.0, directory=tmp_path, wall_clock=wall)
+    window.path.write_bytes(array("d", [4999.0]).tobytes() + b"\x01\x02")  # one slot and a torn second
+    assert window.reserve() == 0.0
+    assert (window.reserve() or 0) > 0  # both slots now within the window
+    wall.now -= 3600  # the clock went back an hour: slots stamped ahead of it would block for an hour
+    assert window.reserve() == 0.0
+
+
+def test_files_unused_for_a_day_are_removed(tmp_path: Path) -> None:
+    stale = tmp_path / f"{'0' * 64}-19-10.window"
+    stale.write_bytes(b"")
+    os.utime(stale, (time.time() - STALE_AFTER - 60,) * 2)
+    fresh = tmp_path / f"{'1' * 64}-19-10.window"
+    fresh.write_bytes(b"")
+    HostWindow(ACCOUNT, limit=1, window=10.0, directory=tmp_path).reserve()
+    assert not stale.exists() and fresh.exists()
 
 
 def test_a_window_that_cannot_be_used_hands_pacing_back_with_one_warning(
