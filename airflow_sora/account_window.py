@@ -128,7 +128,8 @@ class SharedWindow(ABC):
         if self._down_until is not None:
             with self._lock:
                 self._down_until = None
-            log.warning("%s answers again; creates are paced account-wide", self._label)
+            log.warning("%s answers again; creates are paced %s", self._label,
+                        "account-wide" if self.account_wide else "across this host's processes again")
 
 
 class AccountWindow(SharedWindow):

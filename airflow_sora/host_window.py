@@ -10,21 +10,23 @@ they start, as with the Redis window.
 
 The window is per host, not per account: a process on another host is outside it, so a 429 here still slows
 this process as it would without the window (``account_wide`` is False), and processes on several hosts
-share the account through the adaptive bucket. Each account's window is a file of its own, named by a hash
-of service, endpoint and key (never the key) and holding only the times of its last ``limit`` creates, one
-8-byte slot each (a create takes the oldest slot, if that one has left the window), in a directory only this
-user can use; files unused for a day are removed. Any failure to use it (no ``flock`` on the file system, a
-read-only temp dir) hands pacing back to the adaptive bucket with one warning, as an unreachable Redis does.
-``AIRFLOW_SORA_HOST_WINDOW=0`` turns it off.
+share the account through the adaptive bucket. Each account and limit has a file of its own, named by a hash
+of service, endpoint and key (never the key), in a directory only this user can use: a ring of the times of
+its last ``limit`` creates (8 bytes each) behind the index of the oldest, so a create reads and writes 16
+bytes whatever the limit. A process that creates a window file removes the ones unused for a day. Any
+failure to use it (no ``flock`` on the file system, a read-only temp dir, a directory or file that is not
+this user's, the lock held for more than ``LOCK_TIMEOUT``) hands pacing back to the adaptive bucket with one
+warning, as an unreachable Redis does. ``AIRFLOW_SORA_HOST_WINDOW=0`` turns it off.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
+import struct
 import tempfile
 import time
-from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -36,8 +38,12 @@ HOST_WINDOW_ENV = "AIRFLOW_SORA_HOST_WINDOW"
 #: Where the window's file lives (default: a per-user directory under the system's temp dir).
 HOST_WINDOW_DIR_ENV = "AIRFLOW_SORA_HOST_WINDOW_DIR"
 SUFFIX = ".window"
-#: Window files unused for this long are removed when a process first uses the directory.
+#: Window files unused for this long are removed by the next process that creates a window file.
 STALE_AFTER = 24 * 3600.0
+#: The longest a create waits for another process's hold on the file before pacing alone.
+LOCK_TIMEOUT = 1.0
+_SLOT = struct.Struct("<d")  # a create's time (wall clock)
+_HEAD = struct.Struct("<q")  # the index of the oldest slot, at the start of the file
 
 
 def host_window_enabled() -> bool:
@@ -73,7 +79,7 @@ class HostWindow(SharedWindow):
         self._window = window
         self._directory = directory
         self._now = wall_clock  # shared by every process on the host, unlike a monotonic clock
-        self._checked = False  # the directory was found to be this user's
+        self._checked = False  # the directory was found to be this user's alone
 
     @property
     def path(self) -> Path:
@@ -82,13 +88,19 @@ class HostWindow(SharedWindow):
     def _take(self) -> float:
         with self._locked() as descriptor:
             now = self._now()
-            slots = _read(descriptor, self._limit)
-            if max(slots) > now + self._window:  # stamped further ahead than a window: the clock went back
-                slots = array("d", (0.0 if t > now + self._window else t for t in slots))
-            taken = min(slots)
-            if taken > now - self._window:
-                return max(MIN_WAIT, taken + self._window - now)
-            os.pwrite(descriptor, array("d", [now]).tobytes(), slots.index(taken) * slots.itemsize)
+            size = _HEAD.size + self._limit * _SLOT.size
+            if os.fstat(descriptor).st_size != size:  # new, or torn by a process killed mid-write: all free
+                os.ftruncate(descriptor, 0)
+                os.ftruncate(descriptor, size)
+            (head,) = _HEAD.unpack(os.pread(descriptor, _HEAD.size, 0))
+            head %= self._limit
+            offset = _HEAD.size + head * _SLOT.size
+            (oldest,) = _SLOT.unpack(os.pread(descriptor, _SLOT.size, offset))
+            oldest = min(oldest, now)  # stamped ahead of now (the clock went back): wait one window at most
+            if oldest > now - self._window:
+                return max(MIN_WAIT, oldest + self._window - now)
+            os.pwrite(descriptor, _SLOT.pack(now), offset)
+            os.pwrite(descriptor, _HEAD.pack((head + 1) % self._limit), 0)
             return 0.0
 
     @contextlib.contextmanager
@@ -98,14 +110,23 @@ class HostWindow(SharedWindow):
         path = self.path
         if not self._checked:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if path.parent.stat().st_uid != os.getuid():  # another user made it first: not a window to trust
-                raise PermissionError(f"{path.parent} belongs to another user")
+            _check_private(os.lstat(path.parent), f"{path.parent}", others=0o022)
             if not path.exists():
                 _remove_stale(path.parent, self._now())
-            self._checked = True
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            if not self._checked:
+                _check_private(os.fstat(descriptor), f"{path}", others=0o077)
+                self._checked = True
+            deadline = time.monotonic() + LOCK_TIMEOUT
+            while True:
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{path} stayed locked for {LOCK_TIMEOUT:g} s") from None
+                    time.sleep(0.001)
             yield descriptor
         finally:
             os.close(descriptor)  # closing releases the lock
@@ -114,13 +135,12 @@ class HostWindow(SharedWindow):
         self._checked = False
 
 
-def _read(descriptor: int, limit: int) -> array[float]:
-    """The window's ``limit`` slots; a new file, or one written by a process killed midway, reads as free slots."""
-    data = os.pread(descriptor, limit * 8, 0)
-    slots = array("d")
-    slots.frombytes(data[: len(data) - len(data) % slots.itemsize])
-    slots.extend([0.0] * (limit - len(slots)))
-    return slots
+def _check_private(info: os.stat_result, what: str, others: int) -> None:
+    """The window's directory and file must be this user's: another user who could replace the file, or open
+    it to take its lock, could stall or fill the window. ``others``: the permission bits nobody else may have
+    (the directory: writing; the file: any access)."""
+    if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & others:
+        raise PermissionError(f"{what} is not this user's alone (a link, another owner, or open to others)")
 
 
 def _remove_stale(directory: Path, now: float) -> None:

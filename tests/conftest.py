@@ -16,6 +16,8 @@ _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="sora-test-airflow-"))
 os.environ.setdefault("AIRFLOW_HOME", str(_AIRFLOW_HOME))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+# The host's window of creates (on by default without Redis): the session's own directory, never the user's.
+os.environ.setdefault("AIRFLOW_SORA_HOST_WINDOW_DIR", tempfile.mkdtemp(prefix="sora-test-windows-"))
 
 from pydantic import SecretStr  # noqa: E402
 

@@ -6,14 +6,13 @@ import logging
 import multiprocessing
 import os
 import time
-from array import array
 from pathlib import Path
 
 import pytest
 
 from airflow_sora import account_window
 from airflow_sora.account_window import RETRY_AFTER, account_digest
-from airflow_sora.host_window import HOST_WINDOW_ENV, STALE_AFTER, HostWindow, host_window_enabled
+from airflow_sora.host_window import HOST_WINDOW_ENV, LOCK_TIMEOUT, STALE_AFTER, HostWindow, host_window_enabled
 from airflow_sora.ratelimit import TokenBucket, kie_default_rate, shared_bucket
 from tests.unit.clock import Clock
 
@@ -21,9 +20,16 @@ KEY = "host-window-secret-key"
 ACCOUNT = account_digest("kie", "http://x", KEY)
 
 
+def private(tmp_path: Path) -> Path:
+    """A directory only this user may write, as the window requires."""
+    directory = tmp_path / "windows"
+    directory.mkdir(mode=0o700)
+    return directory
+
+
 def test_processes_on_one_host_share_the_window(tmp_path: Path) -> None:
-    wall = Clock(5000)
-    first, second = (HostWindow(ACCOUNT, limit=3, window=10.0, directory=tmp_path, wall_clock=wall)
+    wall, directory = Clock(5000), private(tmp_path)
+    first, second = (HostWindow(ACCOUNT, limit=3, window=10.0, directory=directory, wall_clock=wall)
                      for _ in range(2))
     assert [first.reserve(), second.reserve(), first.reserve()] == [0.0, 0.0, 0.0]
     wall.now += 4.0
@@ -35,34 +41,66 @@ def test_processes_on_one_host_share_the_window(tmp_path: Path) -> None:
 
 def test_the_file_names_the_account_by_a_hash_and_holds_only_the_last_creates(tmp_path: Path) -> None:
     wall = Clock(5000)
-    window = HostWindow(ACCOUNT, limit=2, window=10.0, directory=tmp_path, wall_clock=wall)
+    window = HostWindow(ACCOUNT, limit=2, window=10.0, directory=private(tmp_path), wall_clock=wall)
     for _ in range(3):
         assert window.reserve() == 0.0
         wall.now += 6.0
     assert KEY not in window.path.name and ACCOUNT in window.path.name
-    assert KEY.encode() not in window.path.read_bytes()
-    assert sorted(array("d", window.path.read_bytes())) == [5006.0, 5012.0]  # one slot per create in a window
-    assert window.path.stat().st_mode & 0o077 == 0 and tmp_path.stat().st_uid == os.getuid()  # this user's only
+    data = window.path.read_bytes()
+    assert KEY.encode() not in data and len(data) == 8 + 2 * 8  # the oldest slot's index, then one per create
+    assert window.path.stat().st_mode & 0o077 == 0
+    wall.now = 5013.0  # the creates at 5006 and 5012 hold both slots; the first leaves the window at 5016
+    wait = window.reserve()
+    assert wait is not None and 3.0 <= wait <= 3.1
 
 
-def test_a_half_written_file_or_a_clock_gone_back_frees_its_slots(tmp_path: Path) -> None:
+def test_a_torn_file_or_a_clock_gone_back_costs_at_most_one_window(tmp_path: Path) -> None:
     wall = Clock(5000)
-    window = HostWindow(ACCOUNT, limit=2, window=10.0, directory=tmp_path, wall_clock=wall)
-    window.path.write_bytes(array("d", [4999.0]).tobytes() + b"\x01\x02")  # one slot and a torn second
-    assert window.reserve() == 0.0
+    window = HostWindow(ACCOUNT, limit=2, window=10.0, directory=private(tmp_path), wall_clock=wall)
+    window.path.write_bytes(b"\x01\x02\x03")  # a process killed mid-write
+    window.path.chmod(0o600)
+    assert window.reserve() == 0.0 and window.reserve() == 0.0
     assert (window.reserve() or 0) > 0  # both slots now within the window
-    wall.now -= 3600  # the clock went back an hour: slots stamped ahead of it would block for an hour
-    assert window.reserve() == 0.0
+    wall.now -= 3600  # the clock went back an hour: the slots count as taken now, not an hour ahead
+    wait = window.reserve()
+    assert wait is not None and 10.0 <= wait <= 10.1
 
 
 def test_files_unused_for_a_day_are_removed(tmp_path: Path) -> None:
-    stale = tmp_path / f"{'0' * 64}-19-10.window"
+    directory = private(tmp_path)
+    stale = directory / f"{'0' * 64}-19-10.window"
     stale.write_bytes(b"")
     os.utime(stale, (time.time() - STALE_AFTER - 60,) * 2)
-    fresh = tmp_path / f"{'1' * 64}-19-10.window"
+    fresh = directory / f"{'1' * 64}-19-10.window"
     fresh.write_bytes(b"")
-    HostWindow(ACCOUNT, limit=1, window=10.0, directory=tmp_path).reserve()
+    HostWindow(ACCOUNT, limit=1, window=10.0, directory=directory).reserve()
     assert not stale.exists() and fresh.exists()
+
+
+@pytest.mark.parametrize("setup", ["others-may-write", "a-link"])
+def test_a_directory_another_user_could_change_is_not_used(tmp_path: Path, setup: str) -> None:
+    if setup == "others-may-write":
+        directory = tmp_path / "shared"
+        directory.mkdir()
+        directory.chmod(0o777)
+    else:
+        directory = tmp_path / "link"
+        directory.symlink_to(private(tmp_path))
+    window = HostWindow(ACCOUNT, limit=1, window=10.0, directory=directory)
+    assert window.reserve() is None and not window.in_charge
+    assert not any(directory.iterdir())
+
+
+def test_a_lock_held_too_long_hands_pacing_back(tmp_path: Path) -> None:
+    import fcntl
+
+    window = HostWindow(ACCOUNT, limit=1, window=10.0, directory=private(tmp_path))
+    assert window.reserve() == 0.0
+    with window.path.open("rb") as held:  # another process stopped while holding the lock
+        fcntl.flock(held, fcntl.LOCK_EX)
+        started = time.monotonic()
+        assert window.reserve() is None
+        assert LOCK_TIMEOUT <= time.monotonic() - started < LOCK_TIMEOUT + 1.0
 
 
 def test_a_window_that_cannot_be_used_hands_pacing_back_with_one_warning(
@@ -81,7 +119,7 @@ def test_a_window_that_cannot_be_used_hands_pacing_back_with_one_warning(
 def test_a_refusal_still_slows_a_process_under_the_host_window(tmp_path: Path) -> None:
     """Processes on other hosts are outside the window: a 429 means one of them sent, so the bucket adapts."""
     clock = Clock(100)
-    window = HostWindow(ACCOUNT, limit=19, window=10.0, directory=tmp_path, clock=clock)
+    window = HostWindow(ACCOUNT, limit=19, window=10.0, directory=private(tmp_path), clock=clock)
     bucket = TokenBucket(kie_default_rate(), clock=clock, account=window)
     assert bucket.acquire(lambda s: None) == 0.0
     bucket.on_success()
@@ -91,6 +129,7 @@ def test_a_refusal_still_slows_a_process_under_the_host_window(tmp_path: Path) -
 
 def test_without_redis_the_shared_bucket_takes_its_creates_from_the_host_window(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(HOST_WINDOW_ENV, raising=False)
     assert host_window_enabled()
     bucket = shared_bucket("kie", "http://host-window", KEY, kie_default_rate())
     assert isinstance(bucket.account, HostWindow)
@@ -108,7 +147,8 @@ def _take_slots(directory: str, count: int, queue: multiprocessing.Queue[float])
 def test_separate_processes_never_exceed_the_window_between_them(tmp_path: Path) -> None:
     context = multiprocessing.get_context("spawn")
     queue: multiprocessing.Queue[float] = context.Queue()
-    workers = [context.Process(target=_take_slots, args=(str(tmp_path), 4, queue)) for _ in range(3)]
+    directory = private(tmp_path)
+    workers = [context.Process(target=_take_slots, args=(str(directory), 4, queue)) for _ in range(3)]
     for worker in workers:
         worker.start()
     taken = sorted(queue.get(timeout=60) for _ in range(12))
