@@ -16,7 +16,8 @@ _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="sora-test-airflow-"))
 os.environ.setdefault("AIRFLOW_HOME", str(_AIRFLOW_HOME))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
-# The host's window of creates (on by default without Redis): the session's own directory, never the user's.
+# The host's window of creates (on by default without Redis): the session's own directory, never the user's;
+# each test then gets one of its own (``own_host_window``), so tests on one sandbox do not pace each other.
 os.environ.setdefault("AIRFLOW_SORA_HOST_WINDOW_DIR", tempfile.mkdtemp(prefix="sora-test-windows-"))
 
 from pydantic import SecretStr  # noqa: E402
@@ -40,6 +41,14 @@ def fast_config(**overrides: object) -> SandboxConfig:
                                  "savesora_latency": 0.01, "seed": 7}
     values.update(overrides)
     return SandboxConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def own_host_window(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's creates take their slots from a window of its own, as separate hosts would."""
+    directory = tmp_path_factory.mktemp("host-window")
+    directory.chmod(0o700)
+    monkeypatch.setenv("AIRFLOW_SORA_HOST_WINDOW_DIR", str(directory))
 
 
 @pytest.fixture

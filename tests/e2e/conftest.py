@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from airflow_sora.host_window import HOST_WINDOW_DIR_ENV
 from airflow_sora.sandbox import SandboxServer
 from tests.conftest import KIE_KEY, SAVESORA_KEY, connection_env, fast_config
 
@@ -25,7 +26,9 @@ class AirflowCli:
 
     def run(self, *args: str, extra_env: dict[str, str] | None = None, timeout: float = 240
             ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "airflow", *args], env={**self.env, **(extra_env or {})},
+        window = {HOST_WINDOW_DIR_ENV: os.environ[HOST_WINDOW_DIR_ENV]}  # the running test's own (tests/conftest.py)
+        return subprocess.run([sys.executable, "-m", "airflow", *args],
+                              env={**self.env, **window, **(extra_env or {})},
                               capture_output=True, text=True, timeout=timeout)
 
     def dags_test(self, dag_id: str, conf: dict[str, object], extra_env: dict[str, str] | None = None

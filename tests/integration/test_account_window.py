@@ -61,6 +61,7 @@ def send_from_processes(server: SandboxServer, key: str, shared: bool, processes
                                window=WINDOW) if shared else None
         with KieClient(config) as client:
             client.transport.limiter = TokenBucket(RATE, account=window, window=WINDOW)
+            client.credits()  # the connection is open before the first create: its set-up cannot delay one
             start.wait()
             for url in VIDEO_URLS[index * each:(index + 1) * each]:
                 client.submit(url)
