@@ -121,6 +121,7 @@ class Deployment:
         pg = f"postgres@{PG[0]}:{PG[1]}/{self.database}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
         env.update({
+            "PYTHONUNBUFFERED": "1",  # each process's log file has every line it wrote, when a test reads it
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
