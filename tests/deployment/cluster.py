@@ -8,8 +8,10 @@ Airflow's REST API, as a user's tooling would.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -18,18 +20,20 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 REPO = Path(__file__).resolve().parents[2]
 PG = ("127.0.0.1", 5432)
 REDIS = ("127.0.0.1", 6379)
 TERMINAL_RUN_STATES = {"success", "failed"}
+REDIS_CLAIM, REDIS_CLAIM_TTL = "sora-tests:deployment", 6 * 3600  # who uses a Redis database, for how long at most
 
 
 def reachable(address: tuple[str, int]) -> bool:
@@ -52,7 +56,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_for(check: Any, timeout: float, what: str, interval: float = 0.25) -> Any:
+def wait_for(check: Any, timeout: float, what: str, interval: float = 0.25,
+             explain: Callable[[], str] | None = None) -> Any:
+    """Poll ``check`` until it returns something true; on timeout, the error carries ``explain()``'s account."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -63,7 +69,24 @@ def wait_for(check: Any, timeout: float, what: str, interval: float = 0.25) -> A
         except (httpx.HTTPError, OSError, ValueError, KeyError):
             pass
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+    account = ""
+    if explain is not None:
+        try:
+            account = "\n" + explain()
+        except Exception as error:  # the timeout is the news; a failed account only adds to it
+            account = f"\n(no account: {error!r})"
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r}){account}")
+
+
+def _claim_redis_db(owner: str) -> int:
+    """A Redis database no other live deployment uses. Two deployments run at once in the suite (the session's
+    cluster and a module's own), and Celery workers on a shared broker database take each other's tasks, which
+    then run against the wrong API server and never finish. The claim expires, so a crashed run frees it."""
+    client_for = functools.partial(redis.Redis, *REDIS)
+    for db in random.sample(range(1, 16), 15):
+        if client_for(db=db).set(REDIS_CLAIM, owner, nx=True, ex=REDIS_CLAIM_TTL):
+            return db
+    raise RuntimeError("every Redis database 1-15 is claimed by a running deployment")
 
 
 def _psql(sql: str, database: str = "postgres") -> None:
@@ -111,7 +134,7 @@ class Deployment:
     def __post_init__(self) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="sora-deploy-"))
         self.database = f"sora_{uuid.uuid4().hex[:12]}"
-        self.redis_db = 1 + secrets.randbelow(15)
+        self.redis_db = _claim_redis_db(self.database)
         self.api_port = free_port()
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         self._token: str | None = None
@@ -200,8 +223,8 @@ class Deployment:
                 raise interrupted
 
     def _drop_state(self) -> None:
-        if self.executor == "CeleryExecutor":
-            subprocess.run(["redis-cli", "-h", REDIS[0], "-n", str(self.redis_db), "FLUSHDB"], capture_output=True)
+        with suppress(OSError, redis.RedisError):  # the broker's queues, the limiter's keys and the claim
+            redis.Redis(*REDIS, db=self.redis_db).flushdb()
         with suppress(subprocess.CalledProcessError):
             _psql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
@@ -236,7 +259,17 @@ class Deployment:
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 600) -> str:
         return str(wait_for(lambda: (s := self.run_state(dag_id, run_id)) in TERMINAL_RUN_STATES and s, timeout,
-                            f"run {run_id} of {dag_id} to finish", interval=1.0))
+                            f"run {run_id} of {dag_id} to finish", interval=1.0,
+                            explain=lambda: self.account(dag_id, run_id)))
+
+    def account(self, dag_id: str, run_id: str, lines: int = 15) -> str:
+        """Where a run stands, for a test that timed out: its task instances' states and each component's last
+        log lines."""
+        states = [f"{t['task_id']}[{t.get('map_index', -1)}]: {t['state']}"
+                  for t in self.task_instances(dag_id, run_id)]
+        tails = [f"--- {name} ---\n" + "\n".join(p.log.read_text(errors="replace").splitlines()[-lines:])
+                 for name, p in self.processes.items() if name != "api-server"]
+        return "task instances: " + ", ".join(states) + "\n" + "\n".join(tails)
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         body = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000}).json()
@@ -255,13 +288,25 @@ class Deployment:
                               "-c", query], capture_output=True, text=True, check=True)
         return out.stdout
 
-    def trigger_kwargs(self) -> list[dict[str, Any]]:
-        """The decrypted kwargs of every trigger row, read through Airflow's own model."""
-        code = ("import json\nfrom airflow.models.trigger import Trigger\nfrom airflow.utils.session import "
-                "create_session\nwith create_session() as s:\n    print(json.dumps([{'classpath': t.classpath, "
-                "'kwargs': t.kwargs} for t in s.query(Trigger)], default=str))\n")
-        out = subprocess.run([sys.executable, "-c", code], env=self.env(), capture_output=True, text=True, check=True)
+    def trigger_rows(self) -> list[dict[str, str]]:
+        """Every trigger row as stored (kwargs encrypted): one quick query, so a short deferral is not missed."""
+        rows = self.sql("SELECT json_agg(json_build_object('classpath', classpath, 'kwargs', kwargs)) FROM trigger")
+        return list(json.loads(rows.strip() or "null") or [])
+
+    def decrypt_trigger_rows(self, rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """Stored trigger rows with their kwargs decrypted, through Airflow's own model."""
+        code = ("import json, sys\nfrom airflow.models.trigger import Trigger\nrows = json.load(sys.stdin)\n"
+                "print(json.dumps([{'classpath': r['classpath'], 'kwargs': Trigger._decrypt_kwargs(r['kwargs'])} "
+                "for r in rows], default=str))\n")
+        out = subprocess.run([sys.executable, "-c", code], input=json.dumps(rows), env=self.env(),
+                             capture_output=True, text=True, timeout=120)
+        if out.returncode:
+            raise RuntimeError(f"decrypting the trigger rows failed ({out.returncode}): {out.stderr[-4000:]}")
         return list(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    def trigger_kwargs(self) -> list[dict[str, Any]]:
+        """The decrypted kwargs of every trigger row."""
+        return self.decrypt_trigger_rows(self.trigger_rows())
 
     def logs_text(self) -> str:
         """Every log this deployment wrote: component logs and task logs."""

@@ -8,6 +8,7 @@ each callback was answered 200 by the api-server, and no secret shows anywhere.
 
 from __future__ import annotations
 
+import re
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ BUCKET = "callbacks"
 VIDEOS = [f"https://sora.chatgpt.com/p/s_{i:032x}" for i in range(301, 311)]
 URL_SECRET = "dep-URL-SECRET-" + secrets.token_hex(6)
 WEBHOOK_KEY = "dep-WEBHOOK-KEY-" + secrets.token_hex(6)
+ANSWERED_200 = re.compile(r"Kie callback for (\S+): (?:recorded|duplicate: ignored) \(200\)")
+pytestmark = pytest.mark.timeout(900)  # the waits below, with room for a slow start on a busy machine
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +71,13 @@ def test_a_deferrable_batch_completes_on_signed_callbacks_with_confirmation_poll
     prefix = f"run-{uuid.uuid4().hex[:8]}"
     run_id = deployment.trigger("sora_watermark_batch", {"video_urls": VIDEOS,
                                                          "output_path": f"s3://aws_default@{BUCKET}/{prefix}/"})
-    rows: list[dict[str, object]] = []
+    stored: list[dict[str, str]] = []
 
     def deferred() -> bool:  # the trigger's row, read while the task waits (tasks take 8 s here)
-        rows.extend(r for r in deployment.trigger_kwargs() if str(r["classpath"]).endswith("KieTaskTrigger"))
-        return bool(rows) or deployment.run_state("sora_watermark_batch", run_id) in TERMINAL_RUN_STATES
+        stored.extend(r for r in deployment.trigger_rows() if r["classpath"].endswith("KieTaskTrigger"))
+        return bool(stored) or deployment.run_state("sora_watermark_batch", run_id) in TERMINAL_RUN_STATES
 
-    wait_for(deferred, 300, "the task to defer")
+    wait_for(deferred, 300, "the task to defer", explain=lambda: deployment.account("sora_watermark_batch", run_id))
     assert deployment.wait_for_run("sora_watermark_batch", run_id, timeout=600) == "success"
     manifest = deployment.xcom("sora_watermark_batch", run_id, "remove_watermarks")
     assert manifest["counts"]["landed"] == len(VIDEOS)
@@ -90,13 +93,18 @@ def test_a_deferrable_batch_completes_on_signed_callbacks_with_confirmation_poll
     assert len(inbox) == len(VIDEOS)
     assert sum(1 for k in keys if k.startswith(f"{prefix}/s_") and k.endswith(".mp4")) == len(VIDEOS)
 
+    rows = deployment.decrypt_trigger_rows(stored)
     assert rows and all(str(row["kwargs"].get("inbox", "")).endswith("/_callbacks") for row in rows)
-    def api_log() -> str:
-        return deployment.processes["api-server"].log.read_text(errors="replace")
 
-    # every callback was recorded (the inbox above); its log line may reach the file a moment later
-    wait_for(lambda: api_log().count(": recorded (200)") >= len(VIDEOS), 60, "the receiver's log lines")
-    assert api_log().count(": recorded (200)") == len(VIDEOS)
+    def answered() -> set[str]:  # the tasks whose callback the receiver answered 200, from its log lines
+        log = deployment.processes["api-server"].log.read_text(errors="replace")
+        return set(ANSWERED_200.findall(log))
+
+    # every callback was recorded (the inbox above); its log line may reach the file a moment later. A callback
+    # answered 503 (the store slow to answer on a busy machine) may still have been recorded: Kie's retry of it
+    # is then answered "duplicate: ignored" with a 200.
+    wait_for(lambda: len(answered()) >= len(VIDEOS), 60, "the receiver's log lines")
+    assert len(answered()) == len(VIDEOS)
     text = deployment.logs_text() + repr(rows) + repr(manifest)
     text += "".join(s3.read(BUCKET, k).decode(errors="replace") for k in keys if k.endswith(".json"))
     for secret in (URL_SECRET, WEBHOOK_KEY, deployment.api_keys["kie"]):
