@@ -77,10 +77,14 @@ class RunningTasks:
                     if self.due.running(now) < room:
                         return now
                     release = self.due.next_release()
-                    if release is not None and release - now <= lead and self.due.running(release) < room:
+                    if release is None:  # only a poll frees a place now: wait to be told of one
+                        self._changed.wait(left)
+                        continue
+                    if release - now <= lead and self.due.running(release) < room:
                         return release
-                    wake = None if release is None else release - lead if release - lead > now else release
-                    self._changed.wait(left if wake is None else min(left, max(0.0, wake - now)))
+                    # wake ``lead`` before the next place frees, or at the moment it frees when that is nearer
+                    wake = release - lead if release - lead > now else release
+                    self._changed.wait(min(left, max(0.0, wake - now)))
             finally:
                 self._room_wanted -= 1
                 self._raise_failure()
