@@ -188,7 +188,7 @@ async def _answer(handler: CallbackHandler, request: Request) -> Answer:
     try:
         return await asyncio.wait_for(asyncio.to_thread(handler.handle, query, headers, body), ANSWER_WITHIN)
     except asyncio.TimeoutError:
-        return Answer(503, "the run's state did not answer in time; polling covers it")
+        return Answer(503, "the run's state did not answer in time (the record may still land); polling covers it")
     except Exception as error:  # the store failed: not the sender's fault, and polling covers it
         return Answer(503, f"the run's state could not be read or written ({type(error).__name__})")
 
