@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -146,7 +147,13 @@ def test_an_interrupted_caller_stops_the_yielding_work_and_waits_for_it_to_end()
         threading.Event().wait(0.2)  # what the work holds open is still in use for a moment
         ended.set()
 
-    threading.Timer(0.2, _thread.interrupt_main).start()
-    with pytest.raises(KeyboardInterrupt):
-        yielding(work)
+    # Ctrl-C's own handler for this test: code run earlier in the session may have replaced it, and
+    # interrupt_main does nothing, or raises nothing, under another one
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(0.2, _thread.interrupt_main, args=(signal.SIGINT,)).start()
+        with pytest.raises(KeyboardInterrupt):
+            yielding(work)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert ended.is_set()
