@@ -8,7 +8,6 @@ Airflow's REST API, as a user's tooling would.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import random
@@ -82,10 +81,10 @@ def _claim_redis_db(owner: str) -> int:
     """A Redis database no other live deployment uses. Two deployments run at once in the suite (the session's
     cluster and a module's own), and Celery workers on a shared broker database take each other's tasks, which
     then run against the wrong API server and never finish. The claim expires, so a crashed run frees it."""
-    client_for = functools.partial(redis.Redis, *REDIS)
     for db in random.sample(range(1, 16), 15):
-        if client_for(db=db).set(REDIS_CLAIM, owner, nx=True, ex=REDIS_CLAIM_TTL):
-            return db
+        with redis.Redis(*REDIS, db=db) as client:
+            if client.set(REDIS_CLAIM, owner, nx=True, ex=REDIS_CLAIM_TTL):
+                return db
     raise RuntimeError("every Redis database 1-15 is claimed by a running deployment")
 
 
@@ -223,8 +222,8 @@ class Deployment:
                 raise interrupted
 
     def _drop_state(self) -> None:
-        with suppress(OSError, redis.RedisError):  # the broker's queues, the limiter's keys and the claim
-            redis.Redis(*REDIS, db=self.redis_db).flushdb()
+        with suppress(OSError, redis.RedisError), redis.Redis(*REDIS, db=self.redis_db) as client:
+            client.flushdb()  # the broker's queues, the limiter's keys and the claim
         with suppress(subprocess.CalledProcessError):
             _psql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
