@@ -257,13 +257,21 @@ class DuePolls:
         return sum(1 for task_id, created in self._created.items()
                    if task_id in self._next_look or created > ended_before)
 
-    def next_release(self) -> float | None:
-        """When the next counted task stops being counted (this object's clock), None if none will by itself."""
+    def room_at(self, room: int) -> float | None:
+        """When fewer than ``room`` tasks may still be running (this object's clock): now if they already are,
+        else the release that brings the count below ``room``, however many releases away; None when only a
+        poll can (no service time seen yet, or too few tasks will stop being counted by themselves)."""
+        now = self._clock()
+        counted = self.running(now)
+        if counted < room:
+            return now
         if not self._ordered:
             return None
-        wait, now = self.expected_latency(), self._clock()
-        return min((created + wait for task_id, created in self._created.items()
-                    if task_id not in self._next_look and created + wait > now), default=None)
+        wait = self.expected_latency()
+        releases = sorted(created + wait for task_id, created in self._created.items()
+                          if task_id not in self._next_look and created + wait > now)
+        needed = counted - room  # releases before the one that makes room
+        return releases[needed] if needed < len(releases) else None
 
     def due(self, *, urgent: bool) -> list[str]:
         """The tasks to poll now, oldest first."""

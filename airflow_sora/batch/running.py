@@ -73,18 +73,13 @@ class RunningTasks:
             self._changed.notify_all()
             try:
                 while not self._stopped and (left := end - time.monotonic()) > 0:
-                    now = time.monotonic()
-                    if self.due.running(now) < room:
-                        return now
-                    release = self.due.next_release()
-                    if release is None:  # only a poll frees a place now: wait to be told of one
+                    at = self.due.room_at(room)
+                    if at is None:  # only a poll makes room now: wait to be told of one
                         self._changed.wait(left)
                         continue
-                    if release - now <= lead and self.due.running(release) < room:
-                        return release
-                    # wake ``lead`` before the next place frees, or at the moment it frees when that is nearer
-                    wake = release - lead if release - lead > now else release
-                    self._changed.wait(min(left, max(0.0, wake - now)))
+                    if at - time.monotonic() <= lead:
+                        return at
+                    self._changed.wait(max(0.0, min(left, at - lead - time.monotonic())))
             finally:
                 self._room_wanted -= 1
                 self._raise_failure()

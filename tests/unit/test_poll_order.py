@@ -133,7 +133,7 @@ def test_until_a_service_time_was_seen_only_a_poll_frees_a_place() -> None:
     due = polls(clock)
     due.add("a")
     clock.now += 60
-    assert due.running() == 1 and due.next_release() is None
+    assert due.running() == 1 and due.room_at(1) is None
     due.polled("a", finished("a", 2.0))
     assert due.running() == 0
 
@@ -146,15 +146,34 @@ def test_a_task_past_its_due_time_no_longer_holds_a_place_unless_a_poll_found_it
     due.add("a")
     clock.now += 1.0
     due.add("b")
-    assert due.running() == 2 and due.next_release() == 102.0
+    assert due.running() == 2 and due.room_at(2) == 102.0
     # counted ahead, as a create made ready before its place frees asks
     assert due.running(at=101.99) == 2 and due.running(at=102.0) == 1 and due.running(at=103.0) == 0
     clock.now += 1.0
     assert due.running() == 1  # "a" is as old as every task seen when it ended: its place is free
     due.polled("a", running("a"))  # the rare one that was not: it holds its place again
-    assert due.running() == 2 and due.next_release() == 103.0
+    assert due.running() == 2 and due.room_at(2) == 103.0
     clock.now += 1.0
     assert due.running() == 1
+
+
+def test_room_is_found_as_many_releases_ahead_as_the_room_asked_for_needs() -> None:
+    """Creates made ready ahead take the next places: the one after them must look past those releases, not
+    wait for each to pass before it is made ready itself."""
+    clock = Clock(100)
+    due = polls(clock)
+    for _ in range(101):
+        due.observe(2.0)
+    for offset in (0.0, 0.3, 0.1, 0.2):  # answered out of order: releases at 102.0, 102.1, 102.2, 102.3
+        due.add(f"t{offset}", created_at=100 + offset)
+    assert due.room_at(5) == 100  # room now
+    assert due.room_at(4) == 102.0
+    assert due.room_at(3) == 102.1  # one create already waits for the first release
+    assert due.room_at(2) == 102.2
+    assert due.room_at(1) == 102.3
+    assert due.room_at(0) is None  # no release alone gets below none
+    due.polled("t0.1", running("t0.1"))  # found running: only a poll frees it now
+    assert due.room_at(2) == 102.3
 
 
 def test_one_slow_task_does_not_hold_back_the_rest() -> None:
