@@ -195,10 +195,9 @@ class DuePolls:
     schedule's delay for its age (by default at most one look per second per task, Kie's ceiling). Due tasks
     come oldest first, as they end roughly in that order. Pure: the caller polls and reports back.
 
-    Under a running cap, ``running`` counts a task until it is due: a task as old as the longest service time
-    seen lately has ended, so its place frees at once while the poll sent at that moment fetches its result;
-    the rare one a poll finds still running is counted again. Until a service time was seen, only a poll
-    frees a place.
+    Under a running cap a task holds its place until a look finds it finished, so the cap holds at the service
+    whatever a task's service time; ``room_at`` tells when that look is due, so a create can be made ready
+    just before its place frees.
     """
 
     def __init__(self, schedule: PollSchedule, *, window: int = 500,
@@ -249,29 +248,15 @@ class DuePolls:
         longest = seen[-1] + (seen[-1] - seen[0]) / (len(seen) - 1)
         return min(longest, 2 * seen[len(seen) // 2])
 
-    def running(self, at: float | None = None) -> int:
-        """How many tasks may still be running at the service now, or at the time ``at`` (see the class notes)."""
-        if not self._ordered:
-            return len(self._created)
-        ended_before = (self._clock() if at is None else at) - self.expected_latency()
-        return sum(1 for task_id, created in self._created.items()
-                   if task_id in self._next_look or created > ended_before)
-
     def room_at(self, room: int) -> float | None:
-        """When fewer than ``room`` tasks may still be running (this object's clock): now if they already are,
-        else the release that brings the count below ``room``, however many releases away; None when only a
-        poll can (no service time seen yet, or too few tasks will stop being counted by themselves)."""
-        now = self._clock()
-        counted = self.running(now)
-        if counted < room:
-            return now
-        if not self._ordered:
-            return None
-        wait = self.expected_latency()
-        releases = sorted(created + wait for task_id, created in self._created.items()
-                          if task_id not in self._next_look and created + wait > now)
-        needed = counted - room  # releases before the one that makes room
-        return releases[needed] if needed < len(releases) else None
+        """When fewer than ``room`` tasks may be running (this object's clock): now if they already are, else
+        when the look is due that, finding its task finished, brings the count below ``room`` (the tasks are
+        looked at as soon as they fall due while room is wanted); None when no look can (``room`` < 1)."""
+        needed = len(self._created) - room  # looks before the one that makes room
+        if needed < 0:
+            return self._clock()
+        looks = sorted(look for _, look in self._looks(urgent=True))
+        return looks[needed] if needed < len(looks) else None
 
     def due(self, *, urgent: bool) -> list[str]:
         """The tasks to poll now, oldest first."""

@@ -2,7 +2,9 @@
 ``max_active_submissions`` frees as soon as its task ends and the video lands at once.
 
 A poller thread does the status calls; when to look at which task is ``polling.DuePolls``'s decision (or,
-with callbacks heard, ``polling.CallbackWatch``'s), and the submitter only waits here for room.
+with callbacks heard, ``polling.CallbackWatch``'s), and the submitter only waits here for room. A place is
+held from the moment a create's request goes out (``take_place``) until a look finds its task finished, so
+the cap holds at the service even for a task slower than any seen before.
 """
 
 from __future__ import annotations
@@ -43,29 +45,59 @@ class RunningTasks:
         self.watch = watch
         self.due = DuePolls(schedule)
         self._post_ids: dict[str, str] = {}  # task id -> post id
-        self._room_wanted = 0  # submitters blocked in ``wait_for_room``
+        self._sending: set[str] = set()  # post ids whose create holds a place and has no task id yet
+        self._room_wanted = 0  # submitters blocked in ``wait_for_room`` or ``take_place``
         self.cap_bound = False  # a create had to wait for room
         self._failure: BaseException | None = None  # what stopped the poller, raised to the submitter
         self._stopped = False
         self._changed = threading.Condition()
 
     def __len__(self) -> int:
-        """The tasks that may still be running at the service: a task past its due time counts as ended."""
+        """The tasks created and not yet seen ended."""
         with self._changed:
-            return self.due.running()
+            return len(self.due)
+
+    def take_place(self, post_id: str, cap: int) -> bool:
+        """Block until fewer than ``cap`` places are held, then hold one for ``post_id``'s create, from just
+        before its request goes out until ``add`` (its task then holds it) or ``release_place``. False, at
+        once, when the submitter is stopping (``stop``): the create must not go out."""
+        with self._changed:
+            if post_id in self._sending:
+                return True  # a second attempt of the same create
+            if len(self.due) + len(self._sending) >= cap:
+                self.cap_bound = True
+                self._room_wanted += 1
+                self._changed.notify_all()
+                try:
+                    self._changed.wait_for(lambda: self._stopped or len(self.due) + len(self._sending) < cap)
+                finally:
+                    self._room_wanted -= 1
+            if self._stopped:
+                return False
+            self._sending.add(post_id)
+            return True
+
+    def release_place(self, post_id: str) -> None:
+        """The create for ``post_id`` created no task (or its task was added): its place, if held, frees."""
+        with self._changed:
+            if post_id in self._sending:
+                self._sending.discard(post_id)
+                self._changed.notify_all()
 
     def add(self, post_id: str, task_id: str, *, answered_at: float | None = None) -> None:
-        """A task the service created; ``answered_at`` (monotonic): when the create's answer came, default now."""
+        """A task the service created; ``answered_at`` (monotonic): when the create's answer came, default now.
+        It takes over the place its create held."""
         with self._changed:
             self._post_ids[task_id] = post_id
             self.due.add(task_id, answered_at)
+            self._sending.discard(post_id)
             self._changed.notify_all()
 
     def wait_for_room(self, room: int, timeout: float, *, lead: float = 0.0) -> float | None:
-        """Block until fewer than ``room`` tasks may be running ``lead`` seconds from now (or ``timeout``),
-        telling the poller that room is wanted, so it polls tasks as soon as they fall due. Returns when the room
-        is there (monotonic; at most ``lead`` ahead), None on timeout: a create can be made ready meanwhile and
-        sent at that moment."""
+        """Block until a place may free for fewer than ``room`` tasks within ``lead`` seconds (or ``timeout``),
+        telling the poller that room is wanted, so it looks at tasks as soon as they fall due. Returns when that
+        look is due (monotonic; at most ``lead`` ahead), None on timeout: a create can be made ready meanwhile,
+        its request waiting for the place itself (``take_place``)."""
         end = time.monotonic() + timeout
         with self._changed:
             self.cap_bound = True
@@ -113,11 +145,15 @@ class RunningTasks:
         try:
             yield self
         finally:
-            with self._changed:
-                self._stopped = True
-                self._changed.notify_all()
+            self.stop()
             thread.join()
         self._raise_failure()
+
+    def stop(self) -> None:
+        """Stop the poller, and every create still waiting for a place (it is not sent)."""
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
 
     def _raise_failure(self) -> None:
         """A poller that stopped on an error stops the submitter too (it would otherwise wait for room forever)."""

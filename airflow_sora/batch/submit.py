@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 
 ACCOUNT_ERRORS = (AuthError, InsufficientCreditsError, QuotaExceededError)
 ROOM_RECHECK = 0.05  # seconds between looks at the creates in flight while waiting for a place to free
-#: How long before a place frees its create may be made ready (the video claimed, the intent recorded): the
-#: request itself goes out when the place is free, so the cap holds at the service and no time is lost.
+#: How long before a place may free its create may be made ready (the video claimed): the intent is recorded
+#: and the request goes out once the place is free, so the cap holds at the service.
 READY_AHEAD = 0.03
 
 
@@ -106,60 +106,69 @@ class Submitter:
         if post_ids and (first := self._create(post_ids[0], running)):
             self.on_submitted(first)
         with ThreadPoolExecutor(workers, thread_name_prefix="sora-submit") as pool:
-            for post_id in post_ids[1:]:
-                if self.account_error is not None:
-                    self.ledger.settle(post_id, Settled.FAILED, error=f"not submitted: {self.account_error}")
-                    continue
-                send_at = self._wait_for_room(in_flight, running, workers, collect)
-                in_flight[pool.submit(self._create, post_id, running, send_at)] = post_id
-            collect(wait(in_flight).done)
+            try:
+                for post_id in post_ids[1:]:
+                    if self.account_error is not None:
+                        self.ledger.settle(post_id, Settled.FAILED, error=f"not submitted: {self.account_error}")
+                        continue
+                    self._wait_for_room(in_flight, running, workers, collect)
+                    in_flight[pool.submit(self._create, post_id, running)] = post_id
+                collect(wait(in_flight).done)
+            except BaseException:
+                running.stop()  # creates still waiting for a place are not sent; the pool can then wind up
+                raise
 
-    def _create(self, post_id: str, running: RunningTasks, send_at: float | None = None) -> str | None:
-        """One create, sent at ``send_at`` (monotonic) at the earliest; its task runs from the answer on (not
-        from after its record was written)."""
-        task_id = self.submit(post_id, send_at=send_at)
-        answered_at = self._answered.pop(post_id, None)
-        if task_id:
-            running.add(post_id, task_id, answered_at=answered_at)
-        return task_id
+    def _create(self, post_id: str, running: RunningTasks) -> str | None:
+        """One create, its request sent once it holds a place under the cap (an asynchronous service); its
+        task runs from the answer on (not from after its record was written)."""
+        cap = self.settings.max_active_submissions
+        place = (lambda: running.take_place(post_id, cap)) if self.client.asynchronous else None
+        try:
+            task_id = self.submit(post_id, before_send=place)
+            if task_id:
+                running.add(post_id, task_id, answered_at=self._answered.get(post_id))
+            return task_id
+        finally:
+            self._answered.pop(post_id, None)
+            running.release_place(post_id)
 
     def _wait_for_room(self, in_flight: dict[Future[str | None], str], running: RunningTasks, workers: int,
-                       collect: Callable[[set[Future[str | None]]], None]) -> float | None:
-        """Block until one more create may start: a free submit thread, and room under the running cap.
-        Returns when its request may go out (monotonic), None for at once.
+                       collect: Callable[[set[Future[str | None]]], None]) -> None:
+        """Block until one more create may start: a free submit thread, and room under the running cap within
+        ``READY_AHEAD``.
 
         The running tasks are polled in the background as they fall due (``RunningTasks``), oldest first; a
-        finished one frees its place at once, so this only waits for that: until ``READY_AHEAD`` before it,
-        while the create is made ready."""
+        finished one frees its place at once, so this only waits until ``READY_AHEAD`` before that look is due,
+        while the create is made ready; its request then waits for the place itself."""
         limit = self.settings.max_active_submissions
         while True:
             collect({future for future in in_flight if future.done()})
             if len(in_flight) >= workers:
                 collect(wait(in_flight, return_when=FIRST_COMPLETED).done)
             elif not self.client.asynchronous or len(running) + len(in_flight) < limit:
-                return None
+                return
             elif len(running):
-                send_at = running.wait_for_room(limit - len(in_flight), timeout=ROOM_RECHECK, lead=READY_AHEAD)
-                if send_at is not None:
-                    return send_at
+                if running.wait_for_room(limit - len(in_flight), timeout=ROOM_RECHECK, lead=READY_AHEAD) is not None:
+                    return
             else:
                 collect(wait(in_flight, return_when=FIRST_COMPLETED).done)
 
-    def submit(self, post_id: str, *, send_at: float | None = None) -> str | None:
-        """Create the remote work for one video, its request sent at ``send_at`` (monotonic) at the earliest;
-        returns the task id to wait for, if any."""
+    def submit(self, post_id: str, *, before_send: Callable[[], bool] | None = None) -> str | None:
+        """Create the remote work for one video; returns the task id to wait for, if any. ``before_send`` blocks
+        until the paid request may go out (False: it must not). It runs before the intent is recorded, so a
+        worker killed while it waits leaves no record of a create that was never sent."""
         entry = self.ledger[post_id]
         url = entry.video.url
         if self.claims is not None and not self.claims.claim(entry):
             return None  # another run is paying for it: wait for its file later
         attempts = 2 if self.settings.on_unknown_submit == "resubmit" else 1
         for attempt in range(attempts):
+            if before_send is not None and not before_send():  # made ready while its place was still held
+                return None  # the try is stopping: never sent, so nothing recorded
             if not self.ledger.reserve_create():
                 self.ledger.settle(post_id, Settled.NOT_SUBMITTED, error=self.ledger.budget_message())
                 return None
             self.ledger.apply(post_id, Event.CREATE_SENT, error=None, task_id=None, result=None)
-            if send_at is not None and (early := send_at - time.monotonic()) > 0:
-                time.sleep(early)  # made ready while its place was still held
             try:
                 submission = self.client.submit(url, callback_url=self.settings.callback_url)
                 self._answered[post_id] = time.monotonic()

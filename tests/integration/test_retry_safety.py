@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from airflow_sora import landing, storage
+from airflow_sora.batch.running import RunningTasks
 from airflow_sora.operators import SoraWatermarkRemoverOperator
 from airflow_sora.sandbox import SandboxServer
 from airflow_sora.state import Phase, VideoRecord, VideoStateStore
@@ -145,6 +146,34 @@ def test_killed_between_create_and_recording_the_id(sandbox_connections: Sandbox
     explicit = run_try(operator(output, on_unknown_submit="resubmit"), TaskInstanceStandIn(try_number=3))
     assert explicit.error is None and explicit.value["counts"]["landed"] == 3
     assert sandbox_connections.summary()["charges_by_video"][URLS[0]] == 2  # the setting asked for it
+
+
+def kill_while_a_create_waits_for_its_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under the running cap a create made ready ahead waits for its place; kill it there."""
+    original = RunningTasks.take_place
+
+    def take_place(self: RunningTasks, post_id: str, cap: int) -> bool:
+        if len(self) >= cap:
+            raise WorkerKilled("killed while a create waited for its place")
+        return original(self, post_id, cap)
+
+    monkeypatch.setattr(RunningTasks, "take_place", take_place)
+
+
+def test_killed_while_a_create_waits_for_its_place_leaves_nothing_that_looks_paid(
+        sandbox_connections: SandboxServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A create waiting for its place has not been sent: the retry pays for it as usual, instead of reporting
+    it as one that may have been charged."""
+    output = f"file://{tmp_path}/out/"
+    with monkeypatch.context() as patch:
+        kill_while_a_create_waits_for_its_place(patch)
+        with pytest.raises(WorkerKilled):
+            run_try(operator(output, max_active_submissions=1))
+    assert sandbox_connections.summary()["charges_by_video"] == {URLS[0]: 1}  # only the first went out
+
+    retry = run_try(operator(output, fail_on_error=False), TaskInstanceStandIn(try_number=2))
+    assert retry.value["counts"]["landed"] == 3, retry.value["videos"]
+    assert sandbox_connections.summary()["charges_by_video"] == {u: 1 for u in URLS}
 
 
 def test_lost_create_reply_is_not_repeated(sandbox_connections: SandboxServer, tmp_path: Any) -> None:

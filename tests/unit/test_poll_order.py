@@ -128,52 +128,39 @@ def test_an_old_task_backs_off_as_the_spec_says() -> None:
     assert due.next_due(urgent=True) == clock.now + 15.0  # 15-30 s after 2 minutes
 
 
-def test_until_a_service_time_was_seen_only_a_poll_frees_a_place() -> None:
+def test_a_task_holds_its_place_until_a_look_finds_it_finished() -> None:
+    """Room comes when the look that frees it is due; a task a look finds still running (slower than any seen)
+    keeps its place until a later look, so the cap holds at the service."""
     clock = Clock(100)
-    due = polls(clock)
+    due = polls(clock, first_poll_after=2.0)
     due.add("a")
+    assert len(due) == 1 and due.room_at(1) == 102.0  # before any service time: the schedule's first look
     clock.now += 60
-    assert due.running() == 1 and due.room_at(1) is None
-    due.polled("a", finished("a", 2.0))
-    assert due.running() == 0
+    assert len(due) == 1 and due.room_at(1) == 102.0  # long past its look: still held until a look says
+    due.polled("a", running("a"))
+    assert len(due) == 1 and due.room_at(1) == clock.now + PollSchedule().delay(60)
+    due.polled("a", finished("a", 61.0))
+    assert len(due) == 0 and due.room_at(1) == clock.now
 
 
-def test_a_task_past_its_due_time_no_longer_holds_a_place_unless_a_poll_found_it_running() -> None:
-    clock = Clock(100)
-    due = polls(clock)
-    for _ in range(101):
-        due.observe(2.0)
-    due.add("a")
-    clock.now += 1.0
-    due.add("b")
-    assert due.running() == 2 and due.room_at(2) == 102.0
-    # counted ahead, as a create made ready before its place frees asks
-    assert due.running(at=101.99) == 2 and due.running(at=102.0) == 1 and due.running(at=103.0) == 0
-    clock.now += 1.0
-    assert due.running() == 1  # "a" is as old as every task seen when it ended: its place is free
-    due.polled("a", running("a"))  # the rare one that was not: it holds its place again
-    assert due.running() == 2 and due.room_at(2) == 103.0
-    clock.now += 1.0
-    assert due.running() == 1
-
-
-def test_room_is_found_as_many_releases_ahead_as_the_room_asked_for_needs() -> None:
-    """Creates made ready ahead take the next places: the one after them must look past those releases, not
+def test_room_is_found_as_many_looks_ahead_as_the_room_asked_for_needs() -> None:
+    """Creates made ready ahead take the next places: the one after them must look past those looks, not
     wait for each to pass before it is made ready itself."""
     clock = Clock(100)
     due = polls(clock)
     for _ in range(101):
         due.observe(2.0)
-    for offset in (0.0, 0.3, 0.1, 0.2):  # answered out of order: releases at 102.0, 102.1, 102.2, 102.3
+    for offset in (0.0, 0.3, 0.1, 0.2):  # answered out of order: due at 102.0, 102.1, 102.2, 102.3
         due.add(f"t{offset}", created_at=100 + offset)
     assert due.room_at(5) == 100  # room now
     assert due.room_at(4) == 102.0
-    assert due.room_at(3) == 102.1  # one create already waits for the first release
+    assert due.room_at(3) == 102.1  # one create already waits for the first look
     assert due.room_at(2) == 102.2
     assert due.room_at(1) == 102.3
-    assert due.room_at(0) is None  # no release alone gets below none
-    due.polled("t0.1", running("t0.1"))  # found running: only a poll frees it now
-    assert due.room_at(2) == 102.3
+    assert due.room_at(0) is None  # no look gets below none
+    clock.now = 102.1
+    due.polled("t0.1", running("t0.1"))  # found running: its place frees at a later look, after the others
+    assert due.room_at(2) == 102.3 and due.room_at(1) == 102.1 + PollSchedule().delay(2.0)
 
 
 def test_one_slow_task_does_not_hold_back_the_rest() -> None:
