@@ -62,6 +62,8 @@ class RunningTasks:
         before its request goes out until ``add`` (its task then holds it) or ``release_place``. False, at
         once, when the submitter is stopping (``stop``): the create must not go out."""
         with self._changed:
+            if self._stopped:
+                return False
             if post_id in self._sending:
                 return True  # a second attempt of the same create
             if len(self.due) + len(self._sending) >= cap:

@@ -55,8 +55,9 @@ class Submitter:
         self._answered: dict[str, float] = {}  # post id -> when its create was answered (monotonic)
 
     def submit_all(self, post_ids: list[str]) -> None:
-        """Submit in order, at the pace of the client's create bucket, with at most
-        ``max_active_submissions`` of this try's tasks running at the service at once.
+        """Submit in order (the few creates in flight at once may go out in any order), at the pace of the
+        client's create bucket, with at most ``max_active_submissions`` of this try's tasks running at the
+        service at once.
 
         Creates the service answered with a transient error reply (5xx, 455, 429 after the client's own
         retries) created nothing, so they get a few more passes in this try before Airflow's retry is spent.

@@ -100,6 +100,7 @@ def test_a_create_waiting_for_its_place_is_not_sent_once_the_submitter_stops() -
                            PollSchedule(first_poll_after=60.0))
     assert running.take_place("p1", cap=1)
     running.add("p1", "t1")
+    assert running.take_place("resent", cap=5)  # a create whose first attempt got no reply holds a place
     answers: list[bool] = []
     waiter = threading.Thread(target=lambda: answers.append(running.take_place("p2", cap=1)))
     waiter.start()
@@ -108,3 +109,4 @@ def test_a_create_waiting_for_its_place_is_not_sent_once_the_submitter_stops() -
     running.stop()  # the submitter is leaving (an error, a timeout): nothing more goes out
     waiter.join(5.0)
     assert answers == [False]
+    assert running.take_place("resent", cap=5) is False  # nor its second attempt (on_unknown_submit='resubmit')
