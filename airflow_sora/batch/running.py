@@ -66,18 +66,22 @@ class RunningTasks:
                 return False
             if post_id in self._sending:
                 return True  # a second attempt of the same create
-            if len(self.due) + len(self._sending) >= cap:
+            if self._held() >= cap:
                 self.cap_bound = True
                 self._room_wanted += 1
                 self._changed.notify_all()
                 try:
-                    self._changed.wait_for(lambda: self._stopped or len(self.due) + len(self._sending) < cap)
+                    self._changed.wait_for(lambda: self._stopped or self._held() < cap)
                 finally:
                     self._room_wanted -= 1
             if self._stopped:
                 return False
             self._sending.add(post_id)
             return True
+
+    def _held(self) -> int:
+        """Places held (under the lock): tasks not yet seen ended, and creates sent without a task id yet."""
+        return len(self.due) + len(self._sending)
 
     def release_place(self, post_id: str) -> None:
         """The create for ``post_id`` created no task (or its task was added): its place, if held, frees."""
